@@ -1,0 +1,25 @@
+"""Block-sparsity kernels: block norms, exact block masks, mask application.
+
+Pure functions on tensors; ``backend="auto"`` runs the Triton kernels on CUDA tensors and
+the vectorised torch implementation everywhere else.
+"""
+
+from kernels.api import (
+    apply_mask,
+    available_backends,
+    block_mask,
+    block_mask_unchecked,
+    block_norm,
+    raise_if_nonfinite,
+    sparsify,
+)
+
+__all__ = [
+    "apply_mask",
+    "available_backends",
+    "block_mask",
+    "block_mask_unchecked",
+    "block_norm",
+    "raise_if_nonfinite",
+    "sparsify",
+]

@@ -1,0 +1,61 @@
+"""The one place that chooses a backend. Triton is imported lazily, on first use."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from types import ModuleType
+
+import torch
+
+from kernels import _torch
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting() -> bool:
+    """Is Triton's interpreter on (``TRITON_INTERPRET=1``), so its kernels run on CPU tensors?"""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def available_backends() -> list[str]:
+    """Backends that can run on this machine: ``torch`` always, ``triton`` where Triton is
+    installed and there is a CUDA device or the interpreter is on."""
+    backends = ["torch"]
+    if triton_installed() and (torch.cuda.is_available() or interpreting()):
+        backends.append("triton")
+    return backends
+
+
+def _triton_backend() -> ModuleType:
+    from kernels import _triton
+
+    return _triton
+
+
+def backend_name(backend: str, device: torch.device) -> str:
+    """Resolve ``backend`` for a tensor on ``device``, or say why it cannot run there."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_installed() else "torch"
+    if backend == "triton":
+        if not triton_installed():
+            raise ValueError("backend='triton' needs the triton package, which is not installed")
+        if device.type == "cpu" and not interpreting():
+            raise ValueError(
+                "backend='triton' got a CPU tensor: Triton kernels run on CUDA tensors, or on CPU "
+                "tensors only under TRITON_INTERPRET=1 (set before the first Triton import)"
+            )
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"backend='triton' runs on CUDA (or CPU under TRITON_INTERPRET=1), not {device.type}")
+    return backend
+
+
+def resolve(backend: str, device: torch.device) -> ModuleType:
+    """The backend module (``kernels._torch`` or ``kernels._triton``) for ``device``."""
+    return _triton_backend() if backend_name(backend, device) == "triton" else _torch

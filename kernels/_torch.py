@@ -1,0 +1,358 @@
+"""Torch twin of every kernel: the fallback that runs anywhere and the ground truth.
+
+All functions take a 2-D view ``x`` (H x W) and an already validated configuration;
+``kernels.api`` does the checking, flattening and dispatch. Nothing here syncs with
+the device: the non-finite flag comes back as a 0-dim bool tensor.
+
+The work is done in chunks of whole blocks (about ``CHUNK_ELEMENTS`` elements each),
+so temporaries stay cache-sized and peak memory stays near the size of the outputs.
+The number of chunks grows with the tensor's size; nothing loops per row or per block.
+
+Bit-exactness with the Triton backend rests on three shared definitions:
+
+* a block's score is the float32 sum of ``|x|`` or ``x*x`` over its elements taken one
+  by one in row-major order (see ``_block_sums``), divided (IEEE, correctly rounded)
+  by the number of its elements that lie inside the tensor: exactly what the
+  reference's ``avg_pool2d(ceil_mode=True)`` computes;
+* the ``k`` pruned blocks are those below the ``k``-th smallest score plus the
+  lowest-index blocks equal to it, found by an exact radix selection on the score bits
+  (non-negative floats order like their bit patterns);
+* inside a pruned block, elements are ranked by ``|x|`` (ties: row-major order) and
+  the ``zeros_per_block`` lowest are zeroed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+CHUNK_ELEMENTS = 1 << 20
+# In-block ranks are counted pairwise up to this block size, by a stable sort above it.
+PAIRWISE_RANK_MAX = 16
+# Radix selection: scores are >= +0, so the sign bit is clear and the high 16 bits are < 2**15.
+HIGH_BINS = 1 << 15
+LOW_BINS = 1 << 16
+# Integer types as wide as 1, 2, 4 or 8 bools: a whole (1, bw) block of a mask in one word.
+_LANES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _chunks(h: int, w: int, bh: int, bw: int) -> Iterator[tuple[int, int, int, int]]:
+    """(block_row0, block_row1, block_col0, block_col1) ranges covering the block grid in
+    flat block order, each about ``CHUNK_ELEMENTS`` elements."""
+    nbh, nbw = -(-h // bh), -(-w // bw)
+    rows_per_chunk = max(1, CHUNK_ELEMENTS // max(1, bh * w))
+    cols_per_chunk = nbw if rows_per_chunk > 1 else max(1, CHUNK_ELEMENTS // (bh * bw))
+    for r0 in range(0, nbh, rows_per_chunk):
+        for c0 in range(0, nbw, cols_per_chunk):
+            yield r0, min(nbh, r0 + rows_per_chunk), c0, min(nbw, c0 + cols_per_chunk)
+
+
+def n_blocks(shape: tuple[int, int], block_shape: tuple[int, int]) -> int:
+    return -(-shape[0] // block_shape[0]) * -(-shape[1] // block_shape[1])
+
+
+def _elements(x: torch.Tensor, r0: int, r1: int, c0: int, c1: int, bh: int, bw: int) -> torch.Tensor:
+    """The elements of block rows r0:r1 and block columns c0:c1 (clipped to the tensor)."""
+    return x[r0 * bh : r1 * bh, c0 * bw : c1 * bw]
+
+
+def _blocked(v: torch.Tensor, nb_rows: int, nb_cols: int, bh: int, bw: int, fill: float) -> torch.Tensor:
+    """View a chunk as (nb_rows, bh, nb_cols, bw), padding partial edge blocks with ``fill``."""
+    pad_h, pad_w = nb_rows * bh - v.shape[0], nb_cols * bw - v.shape[1]
+    if pad_h or pad_w:
+        v = F.pad(v, (0, pad_w, 0, pad_h), value=fill)
+    return v.reshape(nb_rows, bh, nb_cols, bw)
+
+
+def _block_sums(v: torch.Tensor) -> torch.Tensor:
+    """Sum each block of ``v`` (nr, bh, nc, bw) -> (nr, nc), one element at a time in
+    row-major order: the order ``avg_pool2d`` (the reference) and the Triton kernels use,
+    so all three agree to the bit."""
+    _, bh, _, bw = v.shape
+    total = v[:, 0, :, 0]
+    for e in range(1, bh * bw):
+        total = total + v[:, e // bw, :, e % bw]
+    return total.contiguous() if bh * bw == 1 else total
+
+
+def _element_values(x: torch.Tensor, norm: str) -> torch.Tensor:
+    """|x| (L1) or x*x (L2) in float32, as a new tensor."""
+    xf = x.float()
+    return xf.abs() if norm == "L1" else xf * xf
+
+
+def nonfinite(x: torch.Tensor) -> torch.Tensor:
+    """0-dim bool: does ``x`` hold a NaN or an infinity? One reduction, no temporaries."""
+    if x.numel() == 0:
+        return torch.zeros((), dtype=torch.bool, device=x.device)
+    return ~torch.isfinite(torch.stack(torch.aminmax(x))).all()
+
+
+def _counts_inside(n: int, block: int, size: int, first_block: int, device: torch.device) -> torch.Tensor:
+    """How many of each of ``n`` blocks' rows (or columns) lie inside the tensor."""
+    starts = torch.arange(first_block, first_block + n, device=device) * block
+    return (size - starts).clamp(max=block).to(torch.float32)
+
+
+def _count_into(hist: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+    """hist[b] += (weight of) each b in ``bins``, without a device sync."""
+    bins = bins.reshape(-1)
+    if weights is None and bins.device.type == "cpu":
+        hist += torch.bincount(bins, minlength=hist.numel())  # CUDA's bincount syncs
+        return
+    if weights is None:
+        weights = torch.ones((), dtype=hist.dtype, device=hist.device).expand(bins.numel())
+    hist.index_add_(0, bins, weights.reshape(-1))
+
+
+def _in_block_keep(v: torch.Tensor, nr: int, nc: int, bh: int, bw: int, zeros_per_block: int) -> torch.Tensor:
+    """Keep-if-pruned map of one chunk, (nr*bh, nc*bw): False for the ``zeros_per_block``
+    smallest |x| of each block (``v`` is |x| of the chunk)."""
+    n = bh * bw
+    v = _blocked(v, nr, nc, bh, bw, float("inf"))  # padding ranks last
+    v = v.permute(0, 2, 1, 3).reshape(nr, nc, n) if bh > 1 else v.squeeze(1)
+    if n in _LANES and n > 1:
+        keep = _packed_rank_at_least(v, zeros_per_block)
+    else:
+        ranks = _pairwise_ranks(v) if n <= PAIRWISE_RANK_MAX else _sorted_ranks(v)
+        keep = torch.stack([rank >= zeros_per_block for rank in ranks], -1)  # (nr, nc, n)
+    if bh > 1:
+        keep = keep.reshape(nr, nc, bh, bw).permute(0, 2, 1, 3)
+    return keep.reshape(nr * bh, nc * bw)
+
+
+def _packed_rank_at_least(v: torch.Tensor, z: int) -> torch.Tensor:
+    """rank >= z for every element of blocks of 2, 4 or 8 (last dim of ``v``), with the
+    block's ranks packed one byte each in a 2-, 4- or 8-byte word: one vectorised op per
+    pair of positions, and the packed result is the bool mask's own bytes."""
+    n = v.shape[-1]
+    lane = _LANES[n]
+    ones = int.from_bytes(b"\x01" * n, "little")
+    # Byte i starts at n-1-i (the rank it would have if every later element were smaller).
+    packed = torch.full(v.shape[:-1], sum((n - 1 - i) << (8 * i) for i in range(n)), dtype=lane, device=v.device)
+    for i in range(n):
+        for j in range(i + 1, n):
+            i_first = torch.le(v[..., i], v[..., j]).to(lane)
+            packed.add_(i_first, alpha=(1 << (8 * j)) - (1 << (8 * i)))
+    # Each byte holds a rank r <= 7; r + 8 - z has bit 3 set exactly when r >= z.
+    at_least = ((packed + (8 - z) * ones) >> 3) & ones
+    return at_least.view(torch.bool).reshape(v.shape)
+
+
+def block_scores(
+    x: torch.Tensor,
+    block_shape: tuple[int, int],
+    norm: str,
+    high_histogram: bool = False,
+    in_block_keep: tuple[torch.Tensor, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Mean of |x| or x*x per block (float32, (ceil(H/bh), ceil(W/bw))) and the non-finite flag.
+
+    While each chunk is in cache it can also count the histogram of the scores' high 16
+    bits (the first radix-selection pass), and write into ``in_block_keep = (mask, z)``
+    which elements a pruned block would keep (all but its ``z`` smallest |x|).
+    """
+    h, w = x.shape
+    bh, bw = block_shape
+    scores = torch.empty(-(-h // bh), -(-w // bw), dtype=torch.float32, device=x.device)
+    bad = torch.zeros((), dtype=torch.bool, device=x.device)
+    hist = torch.zeros(HIGH_BINS, dtype=torch.int64, device=x.device) if high_histogram else None
+    full = torch.full((), float(bh * bw), device=x.device)
+    for r0, r1, c0, c1 in _chunks(h, w, bh, bw):
+        xc = _elements(x, r0, r1, c0, c1, bh, bw)
+        nr, nc = r1 - r0, c1 - c0
+        xf = xc.float()
+        magnitude = xf.abs() if norm == "L1" or in_block_keep is not None else None
+        # NaN and inf survive a max; for L1 the magnitudes are checked, for L2 the data
+        # itself (its squares may overflow without the data being bad).
+        bad |= ~torch.isfinite(magnitude.amax()) if norm == "L1" else nonfinite(xc)
+        v = _blocked(magnitude if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0)
+        sums = _block_sums(v)
+        count = full
+        if xc.shape[0] < nr * bh or xc.shape[1] < nc * bw:
+            count = _counts_inside(nr, bh, h, r0, x.device)[:, None] * _counts_inside(nc, bw, w, c0, x.device)
+        out = scores[r0:r1, c0:c1]
+        torch.div(sums, count, out=out)
+        if hist is not None:
+            _count_into(hist, out.view(torch.int32) >> 16)
+        if in_block_keep is not None:
+            mask, z = in_block_keep
+            keep = _in_block_keep(magnitude, nr, nc, bh, bw, z)
+            _elements(mask, r0, r1, c0, c1, bh, bw).copy_(keep[: xc.shape[0], : xc.shape[1]])
+    return scores, bad, hist
+
+
+class Threshold(NamedTuple):
+    """The k-th smallest score (as bits), and how many scores equal to it are pruned."""
+
+    bits: torch.Tensor
+    ties_pruned: torch.Tensor
+
+
+def _first_reaching(counts: torch.Tensor, k: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first bin whose cumulative count reaches ``k``, and ``k`` less the bins before it."""
+    cum = counts.cumsum(0)
+    k = torch.as_tensor(k, dtype=cum.dtype, device=cum.device).reshape(1)
+    b = torch.searchsorted(cum, k).squeeze(0)
+    return b, k.squeeze(0) - (cum[b] - counts[b])
+
+
+def kth_smallest(scores: torch.Tensor, k: int, high_histogram: torch.Tensor) -> Threshold:
+    """Exact k-th smallest (1-based) score by two 16-bit radix passes: no sort, no sync."""
+    b1, k2 = _first_reaching(high_histogram, k)
+    low = torch.zeros(LOW_BINS, dtype=torch.int64, device=scores.device)
+    flat = scores.reshape(-1).view(torch.int32)
+    for start in range(0, flat.numel(), CHUNK_ELEMENTS):
+        bits = flat[start : start + CHUNK_ELEMENTS]
+        # Every score adds to its low-16-bit bin, those outside the chosen high bin add 0:
+        # no hot bin, no data-dependent shapes.
+        _count_into(low, bits & 0xFFFF, ((bits >> 16) == b1).to(torch.int64))
+    b2, ties_pruned = _first_reaching(low, k2)
+    return Threshold((b1 << 16) | b2, ties_pruned)
+
+
+class PrunedBlocks:
+    """Which blocks are pruned, handed out chunk by chunk in flat block order: those below
+    the threshold, and the lowest-index ones equal to it."""
+
+    def __init__(self, scores: torch.Tensor, k: int, threshold: Threshold | None):
+        self.scores, self.k, self.threshold = scores, k, threshold
+        self._ties_before = torch.zeros((), dtype=torch.int32, device=scores.device)
+
+    @classmethod
+    def select(cls, scores: torch.Tensor, k: int, high_histogram: torch.Tensor | None = None) -> PrunedBlocks:
+        if not 0 < k < scores.numel():
+            return cls(scores, k, None)
+        if high_histogram is None:
+            high_histogram = torch.zeros(HIGH_BINS, dtype=torch.int64, device=scores.device)
+            _count_into(high_histogram, scores.reshape(-1).view(torch.int32) >> 16)
+        return cls(scores, k, kth_smallest(scores, k, high_histogram))
+
+    def chunk(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+        s = self.scores[r0:r1, c0:c1]
+        if self.threshold is None:  # k is 0 or every block
+            return torch.full(s.shape, self.k > 0, dtype=torch.bool, device=s.device)
+        bits, t = s.view(torch.int32), self.threshold.bits
+        equal = bits == t
+        tie_rank = equal.reshape(-1).cumsum(0, dtype=torch.int32).reshape(s.shape) + self._ties_before
+        self._ties_before = tie_rank[-1, -1]
+        return (bits < t) | (equal & (tie_rank <= self.threshold.ties_pruned))  # tie_rank is 1-based
+
+    def all(self) -> torch.Tensor:
+        """The whole pruned-block map."""
+        h, w = self.scores.shape
+        pruned = torch.empty(h, w, dtype=torch.bool, device=self.scores.device)
+        for r0, r1, c0, c1 in _chunks(h, w, 1, 1):
+            pruned[r0:r1, c0:c1] = self.chunk(r0, r1, c0, c1)
+        return pruned
+
+
+def _pairwise_ranks(v: torch.Tensor) -> list[torch.Tensor]:
+    """Each element's rank along the last dim of ``v`` (ties: lower index first), one
+    uint8 tensor per position."""
+    n = v.shape[-1]
+    ranks = [torch.full(v.shape[:-1], n - 1 - i, dtype=torch.uint8, device=v.device) for i in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            i_first = torch.le(v[..., i], v[..., j]).view(torch.uint8)
+            ranks[j] += i_first
+            ranks[i] -= i_first
+    return ranks
+
+
+def _sorted_ranks(v: torch.Tensor) -> list[torch.Tensor]:
+    """As ``_pairwise_ranks``, by a stable sort (for large blocks)."""
+    order = torch.sort(v, dim=-1, stable=True).indices
+    positions = torch.arange(v.shape[-1], device=v.device).expand_as(order)
+    return list(torch.empty_like(order).scatter_(-1, order, positions).unbind(-1))
+
+
+def _broadcast_blocks(p: torch.Tensor, bh: int, bw: int, out: torch.Tensor) -> torch.Tensor:
+    """The block map ``p`` (nr, nc) spread over its elements, cropped to ``out``'s shape."""
+    nr, nc = p.shape
+    if out.shape == (nr * bh, nc * bw):
+        return p[:, None, :, None].expand(nr, bh, nc, bw).reshape(out.shape)
+    return p[:, None, :, None].expand(nr, bh, nc, bw).reshape(nr * bh, nc * bw)[: out.shape[0], : out.shape[1]]
+
+
+def _spread_blocks(out: torch.Tensor, blocks: torch.Tensor, bh: int, bw: int, combine: bool) -> None:
+    """Write (or OR, with ``combine``) the bool block map ``blocks`` over the elements of ``out``."""
+    nr, nc = blocks.shape
+    if out.shape == (nr * bh, nc * bw) and out.stride(-1) == 1:
+        lane = _LANES.get(bw)
+        if bh == 1 and lane is not None and out.stride(0) % bw == 0 and out.storage_offset() % bw == 0:
+            # A (1, bw) block of bools is one bw-byte word: fill it whole, vectorised.
+            words, ones = out.view(lane), int.from_bytes(b"\x01" * bw, "little")
+            spread = blocks.to(lane) * ones if bw > 1 else blocks.view(lane)
+        else:
+            words = out.unflatten(1, (nc, bw)).unflatten(0, (nr, bh))
+            spread = blocks[:, None, :, None]
+    else:
+        words, spread = out, _broadcast_blocks(blocks, bh, bw, out)
+    words.bitwise_or_(spread) if combine else words.copy_(spread)
+
+
+def keep_mask(
+    x: torch.Tensor,
+    blocks: PrunedBlocks,
+    block_shape: tuple[int, int],
+    zeros_per_block: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The element keep-mask (True = keep), chunk by chunk from the pruned blocks.
+
+    With ``0 < zeros_per_block < bh*bw``, ``mask`` must already hold the keep-if-pruned
+    map written by ``block_scores``; kept blocks are then switched back on.
+    """
+    h, w = x.shape
+    bh, bw = block_shape
+    partial = 0 < zeros_per_block < bh * bw
+    if mask is None:
+        mask = torch.empty(h, w, dtype=torch.bool, device=x.device)
+    if zeros_per_block == 0:
+        return mask.fill_(True)
+    for r0, r1, c0, c1 in _chunks(h, w, bh, bw):
+        kept = ~blocks.chunk(r0, r1, c0, c1)
+        _spread_blocks(_elements(mask, r0, r1, c0, c1, bh, bw), kept, bh, bw, combine=partial)
+    return mask
+
+
+def block_mask(
+    x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bool keep-mask of ``x`` with its ``k`` lowest-scoring blocks pruned, and the non-finite flag."""
+    bh, bw = block_shape
+    select = zeros_per_block > 0 and 0 < k < n_blocks(x.shape, block_shape)
+    mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    in_block = (mask, zeros_per_block) if 0 < zeros_per_block < bh * bw else None
+    scores, bad, hist = block_scores(x, block_shape, norm, high_histogram=select, in_block_keep=in_block)
+    blocks = PrunedBlocks.select(scores, k if zeros_per_block > 0 else 0, hist)
+    return keep_mask(x, blocks, block_shape, zeros_per_block, mask), bad
+
+
+def block_norm(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block scores and the non-finite flag."""
+    scores, bad, _ = block_scores(x, block_shape, norm)
+    return scores, bad
+
+
+def sparsify(
+    x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str, out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block_mask``, then ``out = x * mask`` unless the data was bad (``out`` may be ``x``)."""
+    mask, bad = block_mask(x, k, block_shape, zeros_per_block, norm)
+    bad = bad.cpu()  # the one sync: nothing may be written when the data is bad
+    if not bad:
+        torch.mul(x, mask, out=out)
+    return mask, bad
+
+
+def apply_mask(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = x * mask`` unless ``x`` holds NaN or inf (``out`` may be ``x``); returns the flag."""
+    bad = nonfinite(x).cpu()  # the one sync: nothing may be written when the data is bad
+    if not bad:
+        torch.mul(x, mask, out=out)
+    return bad

@@ -1,0 +1,8 @@
+"""Triton backend: the same operations as ``kernels._torch``, on CUDA tensors (or CPU
+tensors under ``TRITON_INTERPRET=1``), masks equal to the torch twin's bit for bit."""
+
+from kernels._triton.apply_mask import apply_mask
+from kernels._triton.block_mask import block_mask, sparsify
+from kernels._triton.block_norm import block_norm
+
+__all__ = ["apply_mask", "block_mask", "block_norm", "sparsify"]

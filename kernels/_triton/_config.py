@@ -1,0 +1,44 @@
+"""The only tuning numbers of the Triton backend, as one launch heuristic.
+
+Kernels are memory-bound: each program moves a few thousand elements. Blocks of up to
+``SMALL_BLOCK`` elements (after rounding up to a power of two) are held whole in
+registers (the "tile" path, vectorised loads, pairwise in-block ranks); larger blocks are
+walked one position at a time (the "loop" path).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import triton
+
+SMALL_BLOCK = 16
+ELEMENTS_PER_PROGRAM = 1024  # tile path: elements a program loads per tensor
+RANK_PAIRS_PER_PROGRAM = 4096  # tile path: TILE * P2 * P2 comparisons for in-block ranks
+LOOP_TILE = 128  # loop path: blocks per program
+SELECT_TILE = 2048  # radix selection: scores per program and step
+SELECT_PROGRAMS = 528  # radix selection: at most this many programs (4 per SM of an H100/H200)
+ELEMENTWISE_TILE = 2048  # apply_mask: elements per program
+NUM_WARPS = 4
+# enable_fp_fusion=False everywhere: score sums must never be contracted into FMAs.
+LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
+
+
+class BlockLaunch(NamedTuple):
+    """How the block kernels (scores, masks) are launched for one block shape."""
+
+    tile: int  # blocks per program
+    p2: int  # block size rounded up to a power of two
+    small: bool  # tile path (True) or loop path (False)
+
+
+def block_launch(block_shape: tuple[int, int]) -> BlockLaunch:
+    p2 = triton.next_power_of_2(block_shape[0] * block_shape[1])
+    if p2 <= SMALL_BLOCK:
+        tile = max(1, min(ELEMENTS_PER_PROGRAM // p2, RANK_PAIRS_PER_PROGRAM // (p2 * p2)))
+        return BlockLaunch(triton.next_power_of_2(tile), p2, True)
+    return BlockLaunch(LOOP_TILE, p2, False)
+
+
+def select_grid(n: int) -> int:
+    return max(1, min(triton.cdiv(n, SELECT_TILE), SELECT_PROGRAMS))

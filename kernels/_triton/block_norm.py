@@ -1,0 +1,55 @@
+"""Block scores: one program per tile of blocks; also raises the non-finite flag."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._triton import _config
+from kernels._triton._blocks import block_scores
+
+
+@triton.jit
+def _block_norm_kernel(
+    x_ptr, scores_ptr, flag_ptr, H, W, nbw, n_blocks, sxr, sxc,
+    L2: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, P2: tl.constexpr,
+    TILE: tl.constexpr, SMALL: tl.constexpr, FLAT: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64) * TILE + tl.arange(0, TILE)
+    scores, bad = block_scores(x_ptr, b, H, W, nbw, n_blocks, sxr, sxc, L2, BH, BW, P2, SMALL, FLAT)
+    tl.store(scores_ptr + b, scores, mask=b < n_blocks)
+    tl.store(flag_ptr, 1, mask=bad != 0)
+
+
+def flat_layout(x: torch.Tensor, block_shape: tuple[int, int], *others: torch.Tensor) -> bool:
+    """Can blocks be addressed as flat ranges (contiguous data, (1, bw) blocks tiling rows)?"""
+    return (
+        block_shape[0] == 1
+        and x.shape[1] % block_shape[1] == 0
+        and all(t.is_contiguous() for t in (x, *others))
+    )
+
+
+def launch_scores(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores as a flat float32 vector over the block grid, int32[1] non-finite flag)."""
+    h, w = x.shape
+    bh, bw = block_shape
+    nbh, nbw = triton.cdiv(h, bh), triton.cdiv(w, bw)
+    n_blocks = nbh * nbw
+    launch = _config.block_launch(block_shape)
+    scores = torch.empty(n_blocks, dtype=torch.float32, device=x.device)
+    flag = torch.zeros(1, dtype=torch.int32, device=x.device)
+    _block_norm_kernel[(triton.cdiv(n_blocks, launch.tile),)](
+        x, scores, flag, h, w, nbw, n_blocks, x.stride(0), x.stride(1),
+        L2=norm == "L2", BH=bh, BW=bw, P2=launch.p2, TILE=launch.tile, SMALL=launch.small,
+        FLAT=flat_layout(x, block_shape), **_config.LAUNCH_OPTIONS,
+    )
+    return scores, flag
+
+
+def block_norm(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block scores of ``x`` (2-D), shaped as the block grid, and the 0-dim bool non-finite flag."""
+    scores, flag = launch_scores(x, block_shape, norm)
+    grid = (triton.cdiv(x.shape[0], block_shape[0]), triton.cdiv(x.shape[1], block_shape[1]))
+    return scores.view(grid), (flag != 0).reshape(())

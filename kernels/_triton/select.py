@@ -1,0 +1,88 @@
+"""Exact k-th smallest block score without a sort or a host sync.
+
+Scores are non-negative floats, so their int32 bit patterns order like their values.
+Three radix passes (11, 10, 10 bits) each histogram the next digit of the scores that
+match the digits chosen so far; a one-program kernel then picks the digit where the
+running count reaches k. The result, in a 2-element device tensor ``state``, is the
+threshold's bits and how many scores equal to it are pruned. A last pass counts, per
+mask-kernel tile, the scores equal to the threshold, so each tile knows how many come
+before it (ties are pruned lowest block index first).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._triton import _config
+
+# (shift, bits) of each radix digit, most significant first; bit 31 (the sign) is always 0.
+RADIX_DIGITS = ((20, 11), (10, 10), (0, 10))
+
+
+@triton.jit
+def _radix_histogram_kernel(scores_ptr, n, state_ptr, hist_ptr, SHIFT: tl.constexpr, BITS: tl.constexpr, TILE: tl.constexpr):
+    NB: tl.constexpr = 1 << BITS
+    HIGH: tl.constexpr = SHIFT + BITS
+    prefix = tl.load(state_ptr)
+    counts = tl.zeros([2 * NB], tl.int32)
+    for start in range(tl.program_id(0) * TILE, n, tl.num_programs(0) * TILE):
+        offs = start + tl.arange(0, TILE)
+        inside = offs < n
+        bits = tl.load(scores_ptr + offs, mask=inside, other=0.0).to(tl.int32, bitcast=True)
+        match = inside & ((bits >> HIGH) == (prefix >> HIGH))
+        # Scores outside the chosen prefix land in the upper half, which is dropped.
+        digit = tl.where(match, (bits >> SHIFT) & (NB - 1), NB)
+        counts += tl.histogram(digit, 2 * NB)
+    bins = tl.arange(0, 2 * NB)
+    tl.atomic_add(hist_ptr + bins, counts, mask=bins < NB)
+
+
+@triton.jit
+def _radix_pick_kernel(hist_ptr, state_ptr, SHIFT: tl.constexpr, BITS: tl.constexpr):
+    NB: tl.constexpr = 1 << BITS
+    bins = tl.arange(0, NB)
+    counts = tl.load(hist_ptr + bins)
+    k = tl.load(state_ptr + 1)
+    digit = tl.sum((tl.cumsum(counts, 0) < k).to(tl.int32), 0)  # first bin reaching k
+    before = tl.sum(tl.where(bins < digit, counts, 0), 0)
+    tl.store(state_ptr, tl.load(state_ptr) | (digit << SHIFT))
+    tl.store(state_ptr + 1, k - before)
+
+
+@triton.jit
+def _tie_count_kernel(scores_ptr, n, state_ptr, counts_ptr, TILE: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * TILE + tl.arange(0, TILE)
+    bits = tl.load(scores_ptr + offs, mask=offs < n, other=0.0).to(tl.int32, bitcast=True)
+    equal = (offs < n) & (bits == tl.load(state_ptr))
+    tl.store(counts_ptr + tl.program_id(0), tl.sum(equal.to(tl.int32), 0))
+
+
+PRUNE_ALL_BITS = 0x7FFFFFFF  # above +inf's bits: every finite or infinite score is below it
+
+
+def threshold(scores: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``state`` (int32 [threshold bits, ties pruned]) for pruning the ``k`` lowest of the flat
+    ``scores``, and each ``tile``-block tile's count of earlier ties (int32)."""
+    n = scores.numel()
+    device = scores.device
+    state = torch.zeros(2, dtype=torch.int32, device=device)
+    ties_before = torch.zeros(triton.cdiv(n, tile), dtype=torch.int32, device=device)
+    if k <= 0:
+        return state, ties_before  # nothing is below 0 and no tie may be pruned
+    if k >= n:
+        state[0] = PRUNE_ALL_BITS
+        return state, ties_before
+    state[1] = k
+    hist = torch.zeros(sum(1 << bits for _, bits in RADIX_DIGITS), dtype=torch.int32, device=device)
+    start = 0
+    for shift, bits in RADIX_DIGITS:
+        part = hist[start : start + (1 << bits)]
+        _radix_histogram_kernel[(_config.select_grid(n),)](
+            scores, n, state, part, SHIFT=shift, BITS=bits, TILE=_config.SELECT_TILE, **_config.LAUNCH_OPTIONS
+        )
+        _radix_pick_kernel[(1,)](part, state, SHIFT=shift, BITS=bits, **_config.LAUNCH_OPTIONS)
+        start += 1 << bits
+    _tie_count_kernel[(ties_before.numel(),)](scores, n, state, ties_before, TILE=tile, **_config.LAUNCH_OPTIONS)
+    return state, torch.cumsum(ties_before, 0, dtype=torch.int32) - ties_before

@@ -1,0 +1,249 @@
+"""Public kernel API: check arguments once, flatten to 2-D, dispatch, reshape back.
+
+Every function here validates all of its arguments before it touches data, so bad input
+raises ``TypeError``/``ValueError`` naming the argument and leaves the data unchanged.
+Non-finite data is detected inside the same pass that reads it; the functions sync with
+the device at most once, at the end, to raise.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+from kernels import _dispatch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+NORMS = ("L1", "L2")
+
+__all__ = [
+    "apply_mask",
+    "available_backends",
+    "block_mask",
+    "block_mask_unchecked",
+    "block_norm",
+    "raise_if_nonfinite",
+    "sparsify",
+]
+
+available_backends = _dispatch.available_backends
+
+
+# ---------------------------------------------------------------- argument checks
+def check_data(x: object, name: str = "x") -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {x.dtype}")
+    if x.dim() < 1:
+        raise ValueError(f"{name} must have at least 1 dimension; got a 0-dim tensor")
+    return x
+
+
+def check_block_shape(block_shape: object) -> tuple[int, int]:
+    if (
+        not isinstance(block_shape, Sequence)
+        or isinstance(block_shape, str)
+        or len(block_shape) != 2
+        or not all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in block_shape)
+    ):
+        raise TypeError(f"block_shape must be a pair of ints (rows, cols); got {block_shape!r}")
+    bh, bw = (int(b) for b in block_shape)
+    if bh < 1 or bw < 1:
+        raise ValueError(f"block_shape must be positive; got {block_shape!r}")
+    return bh, bw
+
+
+def check_zeros_per_block(zeros_per_block: object, block_shape: tuple[int, int]) -> int:
+    size = block_shape[0] * block_shape[1]
+    if zeros_per_block is None:
+        return size
+    if not isinstance(zeros_per_block, numbers.Integral) or isinstance(zeros_per_block, bool):
+        raise TypeError(f"zeros_per_block must be an int or None; got {zeros_per_block!r}")
+    if not 0 <= zeros_per_block <= size:
+        raise ValueError(
+            f"zeros_per_block must be between 0 and the block size {size} (block_shape {block_shape}); "
+            f"got {zeros_per_block}"
+        )
+    return int(zeros_per_block)
+
+
+def check_sparsity_level(sparsity_level: object) -> float:
+    if not isinstance(sparsity_level, numbers.Real) or isinstance(sparsity_level, bool):
+        raise TypeError(f"sparsity_level must be a real number; got {sparsity_level!r}")
+    level = float(sparsity_level)
+    if not math.isfinite(level) or not 0.0 <= level <= 1.0:
+        raise ValueError(f"sparsity_level must be between 0 and 1; got {sparsity_level!r}")
+    return level
+
+
+def check_norm(norm: object) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be 'L1' or 'L2'; got {norm!r}")
+    return norm  # type: ignore[return-value]
+
+
+def check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
+def as_2d(x: torch.Tensor) -> torch.Tensor:
+    """1-D data as (1, N); N-D data as (shape[0], rest). A view where strides allow."""
+    if x.dim() == 1:
+        return x.reshape(1, x.shape[0])
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+
+
+def blocks_to_prune(shape: tuple[int, int], block_shape: tuple[int, int], sparsity_level: float) -> int:
+    """round(sparsity_level * n_blocks), Python's round (half to even), as the reference."""
+    n_blocks = -(-shape[0] // block_shape[0]) * -(-shape[1] // block_shape[1])
+    return round(sparsity_level * n_blocks)
+
+
+def raise_if_nonfinite(flag: torch.Tensor | bool, name: str = "x") -> None:
+    """Raise ``ValueError`` if ``flag`` (from ``block_mask_unchecked``) is set. One host sync."""
+    if bool(flag):
+        raise ValueError(f"{name} holds NaN or infinite values; its block scores would be meaningless")
+
+
+# ---------------------------------------------------------------- operations
+def block_norm(
+    x: torch.Tensor, block_shape: Sequence[int] = (1, 4), norm: str = "L1", *, backend: str = "auto"
+) -> torch.Tensor:
+    """Each block's mean of ``|x|`` (L1) or ``x*x`` (L2), as float32 of shape
+    ``(ceil(H / bh), ceil(W / bw))``; partial edge blocks average the elements they hold."""
+    x = check_data(x)
+    bs = check_block_shape(block_shape)
+    norm = check_norm(norm)
+    impl = _dispatch.resolve(backend, x.device)
+    x2 = as_2d(x)
+    if x2.numel() == 0:
+        return torch.empty(-(-x2.shape[0] // bs[0]), -(-x2.shape[1] // bs[1]), dtype=torch.float32, device=x.device)
+    scores, bad = impl.block_norm(x2, bs, norm)
+    raise_if_nonfinite(bad)
+    return scores
+
+
+def block_mask_unchecked(
+    x: torch.Tensor,
+    sparsity_level: float,
+    block_shape: Sequence[int] = (1, 4),
+    zeros_per_block: int | None = None,
+    norm: str = "L1",
+    *,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """As ``block_mask``, without the host sync: also returns the 0-dim bool flag that is set
+    when ``x`` held NaN or infinity (the mask is then meaningless). For callers that check
+    many tensors with one sync (``raise_if_nonfinite``)."""
+    x = check_data(x)
+    level = check_sparsity_level(sparsity_level)
+    bs = check_block_shape(block_shape)
+    zpb = check_zeros_per_block(zeros_per_block, bs)
+    norm = check_norm(norm)
+    impl = _dispatch.resolve(backend, x.device)
+    x2 = as_2d(x)
+    if x2.numel() == 0:
+        return torch.ones(x.shape, dtype=torch.bool, device=x.device), torch.zeros((), dtype=torch.bool)
+    mask, bad = impl.block_mask(x2, blocks_to_prune(x2.shape, bs, level), bs, zpb, norm)
+    return mask.reshape(x.shape), bad
+
+
+def block_mask(
+    x: torch.Tensor,
+    sparsity_level: float,
+    block_shape: Sequence[int] = (1, 4),
+    zeros_per_block: int | None = None,
+    norm: str = "L1",
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Bool keep-mask (shape of ``x``) pruning ``round(sparsity_level * n_blocks)`` blocks.
+
+    The blocks with the lowest ``block_norm`` are pruned (ties: lowest block index first);
+    inside each, the ``zeros_per_block`` elements of smallest ``|x|`` are zeroed (ties:
+    row-major order first; default: the whole block). 1-D data is one row; N-D data is
+    ``(shape[0], rest)``.
+    """
+    mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, backend=backend)
+    raise_if_nonfinite(bad)
+    return mask
+
+
+def sparsify(
+    x: torch.Tensor,
+    sparsity_level: float,
+    block_shape: Sequence[int] = (1, 4),
+    zeros_per_block: int | None = None,
+    norm: str = "L1",
+    *,
+    inplace: bool = False,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused ``block_mask`` + ``apply_mask``: returns ``(x * mask, mask)``.
+
+    With ``inplace=True`` the first element is ``x`` itself, masked in place; the Triton
+    backend then writes only the elements it zeroes. On bad data nothing is written.
+    """
+    x = check_data(x)
+    level = check_sparsity_level(sparsity_level)
+    bs = check_block_shape(block_shape)
+    zpb = check_zeros_per_block(zeros_per_block, bs)
+    norm = check_norm(norm)
+    check_bool(inplace, "inplace")
+    impl = _dispatch.resolve(backend, x.device)
+    x2 = as_2d(x)
+    if x2.numel() == 0:
+        return (x if inplace else x.clone()), torch.ones(x.shape, dtype=torch.bool, device=x.device)
+    # In place, x2 is x itself or (where no 2-D view exists) a private copy to write back.
+    work = x2 if inplace else torch.empty_like(x2)
+    mask, bad = impl.sparsify(x2, blocks_to_prune(x2.shape, bs, level), bs, zpb, norm, work)
+    raise_if_nonfinite(bad)
+    if inplace and not _is_view_of(x2, x):
+        x.copy_(work.reshape(x.shape))
+    return (x if inplace else work.reshape(x.shape)), mask.reshape(x.shape)
+
+
+def apply_mask(
+    x: torch.Tensor, mask: torch.Tensor, *, inplace: bool = False, backend: str = "auto"
+) -> torch.Tensor:
+    """``x * mask`` (zeros where ``mask`` is False), in place with ``inplace=True``.
+
+    ``mask`` is bool (or an integer type, nonzero = keep) of ``x``'s shape and device.
+    Non-finite ``x`` raises ``ValueError`` before anything is written.
+    """
+    x = check_data(x)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
+    if mask.dtype.is_floating_point or mask.dtype.is_complex:
+        raise TypeError(f"mask must be bool (or an integer type, nonzero = keep); got {mask.dtype}")
+    if mask.shape != x.shape:
+        raise ValueError(f"mask must have the shape of x {tuple(x.shape)}; got {tuple(mask.shape)}")
+    if mask.device != x.device:
+        raise ValueError(f"mask must be on x's device {x.device}; got {mask.device}")
+    check_bool(inplace, "inplace")
+    impl = _dispatch.resolve(backend, x.device)
+    if x.numel() == 0:
+        return x if inplace else x.clone()
+    keep = as_2d(mask if mask.dtype == torch.bool else mask != 0)
+    x2 = as_2d(x)
+    writes_through = inplace and _is_view_of(x2, x)
+    out = x2 if writes_through else torch.empty_like(x2)
+    bad = impl.apply_mask(x2, keep, out)
+    raise_if_nonfinite(bad)
+    if inplace and not writes_through:
+        x.copy_(out.reshape(x.shape))
+        return x
+    return x if inplace else out.reshape(x.shape)
+
+
+def _is_view_of(view: torch.Tensor, base: torch.Tensor) -> bool:
+    """Does writing ``view`` write ``base``'s elements (same storage, same start)?"""
+    return view.untyped_storage().data_ptr() == base.untyped_storage().data_ptr() and (
+        view.storage_offset() == base.storage_offset()
+    )

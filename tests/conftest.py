@@ -1,0 +1,50 @@
+"""Test setup. Without a GPU, Triton kernels run on CPU tensors in Triton's interpreter:
+TRITON_INTERPRET must be set before the first Triton kernel is defined, so it is set here,
+before any test module imports the backend."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from kernels import _dispatch
+
+
+def triton_devices() -> list[str]:
+    """Devices on which the Triton backend runs in this session."""
+    if not _dispatch.triton_installed():
+        return []
+    if _dispatch.interpreting():
+        return ["cpu"]
+    return ["cuda"] if torch.cuda.is_available() else []
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """Make torch.empty / empty_like return garbage-filled tensors, so a kernel that leaves
+    an element of its output unwritten is caught. ``poison(True)`` and ``poison(False)``
+    use opposite values (True / NaN / -7, and False / 1e30 / 123457)."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def poison(flag: bool) -> None:
+        def fill(t: torch.Tensor) -> torch.Tensor:
+            if t.numel() == 0:
+                return t
+            if t.dtype == torch.bool:
+                return t.fill_(flag)
+            if t.dtype.is_floating_point:
+                return t.fill_(float("nan") if flag else 1e30)
+            return t.fill_(-7 if flag else 123457)
+
+        monkeypatch.setattr(torch, "empty", lambda *a, **k: fill(real_empty(*a, **k)))
+        monkeypatch.setattr(torch, "empty_like", lambda *a, **k: fill(real_empty_like(*a, **k)))
+
+    return poison
