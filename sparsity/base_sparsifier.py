@@ -1,0 +1,264 @@
+"""BaseDataSparsifier: named tensors, their masks and configs, with torch.ao's contract.
+
+A data sparsifier holds named tensors (``torch.Tensor``, ``nn.Parameter``, or the weight
+of an ``nn.Embedding``/``nn.EmbeddingBag``), one bool mask per tensor and one config
+dict per tensor. ``step()`` recomputes the masks; ``get_data(name, return_original=False)``
+gives the masked data; ``squash_mask()`` writes the masks into the tensors themselves (in
+place, so a model holding those tensors becomes sparse) and stops tracking the originals.
+
+Differences from ``torch.ao.pruning._experimental.data_sparsifier.BaseDataSparsifier``:
+masks are ``torch.bool`` (a quarter of an fp32 mask) with the data's shape; no
+parametrization is attached (masks apply on demand, and in place at squash); names may
+contain dots; bad input raises ``TypeError``/``ValueError``/``KeyError`` naming the
+argument and changes nothing.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+import kernels
+
+__all__ = ["SUPPORTED_TYPES", "BaseDataSparsifier", "UnknownDataError"]
+
+EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
+SUPPORTED_TYPES = (torch.Tensor, nn.Parameter, *EMBEDDING_TYPES)
+STATE_DICT_VERSION = 1
+
+
+class UnknownDataError(KeyError, ValueError):
+    """No data of that name (a KeyError, and a ValueError as torch.ao raises)."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def _weight(data: object) -> torch.Tensor:
+    if isinstance(data, EMBEDDING_TYPES):
+        return data.weight
+    if isinstance(data, torch.Tensor):
+        return data
+    raise TypeError(
+        f"data must be a torch.Tensor, nn.Parameter, nn.Embedding or nn.EmbeddingBag; got {type(data).__name__}"
+    )
+
+
+def _as_bool_mask(mask: object, data: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask for {name!r} must be a torch.Tensor; got {type(mask).__name__}")
+    if mask.shape != data.shape:
+        raise ValueError(f"mask for {name!r} must have the data's shape {tuple(data.shape)}; got {tuple(mask.shape)}")
+    if mask.dtype == torch.bool:
+        return mask.to(data.device)
+    return (mask != 0).to(data.device)
+
+
+class BaseDataSparsifier(abc.ABC):
+    """Base class of data sparsifiers: subclasses implement ``update_mask``.
+
+    Args:
+        data_list: ``(name, data)`` pairs to add with the default config.
+        **defaults: the default config of every data added later; ``add_data(**config)``
+            overrides it per tensor.
+    """
+
+    def __init__(self, data_list: Iterable[tuple[str, Any]] | None = None, **defaults: Any):
+        self.defaults: dict[str, Any] = self._checked_config(dict(defaults), "defaults")
+        self.state: dict[str, dict[str, Any]] = defaultdict(dict)
+        self.data_groups: dict[str, dict[str, Any]] = {}
+        self.enable_mask_update = True
+        self._data: dict[str, torch.Tensor] = {}
+        self._squashed: set[str] = set()
+        for name, data in data_list or ():
+            self.add_data(name, data)
+
+    # ---------------------------------------------------------------- config
+    def _checked_config(self, config: dict[str, Any], where: str) -> dict[str, Any]:
+        """Check a config dict before it is stored. Subclasses check their own keys."""
+        return config
+
+    # ---------------------------------------------------------------- data
+    def add_data(self, name: str, data: Any, reuse_mask: bool = True, **config: Any) -> torch.Tensor:
+        """Add (or replace) data under ``name``; returns the masked view of it.
+
+        Replacing keeps the old config unless overridden here, and with ``reuse_mask``
+        the old mask, which then requires the same shape. ``config`` may carry an
+        initial ``mask`` (the data's shape; bool, or numbers where nonzero keeps).
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str; got {name!r}")
+        weight = _weight(data)
+        if not weight.dtype.is_floating_point:
+            raise TypeError(f"data {name!r} must be floating point; got {weight.dtype}")
+        replacing = name in self.data_groups
+        base = self.data_groups[name] if replacing else self.defaults
+        initial_mask = config.pop("mask", None)
+        local = self._checked_config({**copy.deepcopy(base), **config}, f"config of {name!r}")
+        if initial_mask is not None:
+            mask = _as_bool_mask(initial_mask, weight, name)
+        elif replacing and reuse_mask:
+            old = self._data[name]
+            if old.shape != weight.shape:
+                raise ValueError(
+                    f"reuse_mask=True keeps the mask of {name!r}, so the new data needs its shape "
+                    f"{tuple(old.shape)}; got {tuple(weight.shape)} (pass reuse_mask=False)"
+                )
+            mask = self.state[name]["mask"]
+        else:
+            mask = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
+        self._data[name] = weight
+        self._squashed.discard(name)
+        self.state[name]["mask"] = mask
+        self.data_groups[name] = local
+        return self.get_data(name, return_original=False)
+
+    def _check_name(self, name: str) -> None:
+        if name not in self.data_groups:
+            known = ", ".join(map(repr, list(self.data_groups)[:8])) or "none"
+            raise UnknownDataError(f"no data named {name!r} in this sparsifier (known: {known})")
+
+    def get_data(self, name: str, return_original: bool = True) -> torch.Tensor:
+        """The data added under ``name``: as added (``return_original``), or masked."""
+        self._check_name(name)
+        data = self._data[name]
+        if name in self._squashed:
+            if return_original:
+                raise ValueError(f"the mask of {name!r} was squashed: its original values no longer exist")
+            return data
+        if return_original:
+            return data
+        with torch.no_grad():
+            return data * self.state[name]["mask"]
+
+    def get_mask(self, name: str) -> torch.Tensor:
+        """The bool mask of ``name`` (True = keep), the data's shape."""
+        self._check_name(name)
+        return self.state[name]["mask"]
+
+    def _delete_data(self, name: str) -> None:
+        self._check_name(name)
+        for store in (self._data, self.state, self.data_groups):
+            store.pop(name, None)
+        self._squashed.discard(name)
+
+    # ---------------------------------------------------------------- masks
+    @abc.abstractmethod
+    def update_mask(self, name: str, data: torch.Tensor, **config: Any) -> None:
+        """Compute and store a new mask for ``name`` (write it with ``_commit_mask``)."""
+
+    def _commit_mask(self, name: str, mask: torch.Tensor) -> None:
+        """Store ``mask`` as the mask of ``name`` without copying and without changing
+        the identity of the mask tensor that ``get_mask`` handed out."""
+        self.state[name]["mask"].data = mask
+
+    def step(self) -> None:
+        """Recompute every mask from the current (original) data."""
+        if not self.enable_mask_update:
+            return
+        with torch.no_grad():
+            for name, config in self.data_groups.items():
+                self.update_mask(name, self.get_data(name), **config)
+
+    def squash_mask(self, *args: Any, leave_parametrized: bool = True, names: Iterable[str] | None = None, **kwargs: Any) -> None:
+        """Stop tracking originals. With ``leave_parametrized`` the masks are first written
+        into the data in place, so modules holding those tensors become sparse."""
+        names = list(self.data_groups) if names is None else list(names)
+        for name in names:
+            self._check_name(name)
+        with torch.no_grad():
+            for name in names:
+                if name in self._squashed:
+                    continue
+                if leave_parametrized:
+                    kernels.apply_mask(self._data[name], self.state[name]["mask"], inplace=True, backend=self._backend())
+                self._squashed.add(name)
+
+    def _backend(self) -> str:
+        return getattr(self, "backend", "auto")
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self, with_data: bool = True) -> dict[str, Any]:
+        """``state`` (name -> {"mask"}), ``data_groups`` (configs) and, ``with_data``, the
+        data itself under ``_container`` (what torch.ao saves). Masks stay bool."""
+        out: dict[str, Any] = {
+            "version": STATE_DICT_VERSION,
+            "state": {name: {"mask": s["mask"].clone()} for name, s in self.state.items()},
+            "data_groups": copy.deepcopy(self.data_groups),
+            "squashed": sorted(self._squashed),
+        }
+        if with_data:
+            out["_container"] = {name: t.detach().clone() for name, t in self._data.items()}
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Restore masks, configs and (when present) data. ``strict`` replaces everything;
+        otherwise entries already here win over loaded ones of the same name. A
+        ``state_dict`` without data (``state_dict(with_data=False)``) keeps the data here.
+
+        Accepts torch.ao's format too (sparse COO masks, container keys)."""
+        states, groups, container, squashed = self._parse_state_dict(state_dict)
+        data = dict(self._data)
+        for name in states:
+            if name in container:
+                data[name] = container[name]
+            elif name not in data:
+                raise ValueError(f"state_dict has a mask for {name!r} but no data, and no data of that name is here")
+            if states[name].shape != data[name].shape:
+                raise ValueError(
+                    f"state_dict's mask for {name!r} has shape {tuple(states[name].shape)}, "
+                    f"its data {tuple(data[name].shape)}"
+                )
+        if strict:
+            self._data, self.state, self.data_groups, self._squashed = {}, defaultdict(dict), {}, set()
+        for name, mask in states.items():
+            if strict or name not in self.data_groups:
+                self._data[name] = data[name]
+                self.state[name]["mask"] = mask.to(data[name].device)
+                self.data_groups[name] = groups[name]
+                if name in squashed:
+                    self._squashed.add(name)
+
+    def _parse_state_dict(self, sd: Mapping[str, Any]):
+        if not isinstance(sd, Mapping) or "state" not in sd or "data_groups" not in sd:
+            raise ValueError("state_dict must be a mapping with 'state' and 'data_groups' (from state_dict())")
+        groups = {name: self._checked_config(dict(cfg), f"config of {name!r}") for name, cfg in sd["data_groups"].items()}
+        states = {}
+        for name, s in sd["state"].items():
+            if name not in groups:
+                raise ValueError(f"state_dict has a mask for {name!r} but no config in 'data_groups'")
+            mask = s["mask"]
+            mask = mask.to_dense() if mask.is_sparse else mask
+            states[name] = mask if mask.dtype == torch.bool else mask != 0
+        container = {}
+        for key, value in sd.get("_container", {}).items():
+            # torch.ao keeps parametrized data as "parametrizations.<name>.original"
+            name = key[len("parametrizations."): -len(".original")] if key.startswith("parametrizations.") else key
+            container[name] = value
+        squashed = set(sd.get("squashed", ()))
+        if "version" not in sd:  # torch.ao: data without a parametrization was squashed
+            squashed = {k for k in sd.get("_container", {}) if not k.startswith("parametrizations.")}
+        return states, groups, container, squashed
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k != "step"}  # a scheduler's step counter wrapper
+        state["state"] = dict(self.state)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["state"] = defaultdict(dict, state["state"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for name, config in self.data_groups.items():
+            lines += ["\tData Group", f"\t    name: {name}"]
+            lines += [f"\t    {key}: {config[key]}" for key in sorted(config) if key != "data"]
+        return "\n".join(lines) + "\n)"
+

@@ -1,0 +1,136 @@
+"""DataNormSparsifier: block-norm masks from ``kernels``, torch.ao's arguments plus ``backend``."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+import kernels
+from kernels.api import check_block_shape, check_norm, check_zeros_per_block
+from sparsity.base_sparsifier import BaseDataSparsifier
+
+__all__ = ["DataNormSparsifier"]
+
+CONFIG_KEYS = ("sparsity_level", "sparse_block_shape", "zeros_per_block")
+
+
+def _check_level(value: object, where: str) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"sparsity_level in {where} must be a finite number >= 0; got {value!r}")
+    return float(value)
+
+
+class DataNormSparsifier(BaseDataSparsifier):
+    """Zeroes the blocks of lowest L1 (or L2) norm of every tensor it holds.
+
+    For each tensor, ``round(sparsity_level * n_blocks)`` blocks of ``sparse_block_shape``
+    with the lowest mean ``|x|`` (or ``x*x``) are pruned, and inside each the
+    ``zeros_per_block`` smallest elements are zeroed (default: the whole block, worked
+    out per tensor from the block shape it uses). Masks equal torch.ao's on tie-free
+    data. 1-D data is one row; N-D data (conv weights) is ``(shape[0], rest)``.
+
+    A scheduled ``sparsity_level`` above 1 (``StepSLScheduler`` with ``gamma=2`` gets
+    there) prunes every block, as in torch.ao, with one warning.
+
+    Args:
+        data_list: ``(name, data)`` pairs to add now.
+        sparsity_level, sparse_block_shape, zeros_per_block: default config of each tensor.
+        norm: ``"L1"`` or ``"L2"``.
+        backend: ``"auto"``, ``"triton"`` or ``"torch"`` (see ``kernels``).
+    """
+
+    def __init__(
+        self,
+        data_list: Iterable[tuple[str, Any]] | None = None,
+        sparsity_level: float = 0.5,
+        sparse_block_shape: tuple[int, int] = (1, 4),
+        zeros_per_block: int | None = None,
+        norm: str = "L1",
+        backend: str = "auto",
+    ):
+        self.norm = check_norm(norm)
+        if backend not in ("auto", "triton", "torch"):
+            raise ValueError(f"backend must be 'auto', 'triton' or 'torch'; got {backend!r}")
+        self.backend = backend
+        self._warned_level_above_one = False
+        super().__init__(
+            data_list,
+            sparsity_level=sparsity_level,
+            sparse_block_shape=sparse_block_shape,
+            zeros_per_block=zeros_per_block,
+        )
+
+    def _checked_config(self, config: dict[str, Any], where: str) -> dict[str, Any]:
+        unknown = sorted(set(config) - set(CONFIG_KEYS) - {"parametrization"})
+        if unknown:
+            raise ValueError(f"unknown keys {unknown} in {where}; a DataNormSparsifier config has {list(CONFIG_KEYS)}")
+        if "sparsity_level" in config:
+            _check_level(config["sparsity_level"], where)
+        if "sparse_block_shape" in config:
+            try:
+                config["sparse_block_shape"] = check_block_shape(config["sparse_block_shape"])
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"sparse_block_shape in {where}: {err}") from None
+            if config.get("zeros_per_block") is not None:
+                try:
+                    check_zeros_per_block(config["zeros_per_block"], config["sparse_block_shape"])
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"{err} (in {where})") from None
+        return config
+
+    def _level(self, name: str, sparsity_level: float) -> float:
+        if sparsity_level > 1.0:
+            if not self._warned_level_above_one:
+                warnings.warn(
+                    f"sparsity_level {sparsity_level} of {name!r} is above 1; it prunes every block, as 1 does "
+                    "(warned once per sparsifier)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                self._warned_level_above_one = True
+            return 1.0
+        return sparsity_level
+
+    def _new_mask(self, name: str, data: torch.Tensor, config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new mask of ``name`` and its non-finite flag, without a host sync."""
+        return kernels.block_mask_unchecked(
+            data.detach(),
+            self._level(name, config["sparsity_level"]),
+            config["sparse_block_shape"],
+            config["zeros_per_block"],
+            self.norm,
+            backend=self.backend,
+        )
+
+    def update_mask(self, name: str, data: torch.Tensor, sparsity_level: float, sparse_block_shape: tuple[int, int],
+                    zeros_per_block: int | None, **kwargs: Any) -> None:
+        """Compute and store the mask of one tensor (``step()`` does all of them at once)."""
+        config = {"sparsity_level": sparsity_level, "sparse_block_shape": sparse_block_shape, "zeros_per_block": zeros_per_block}
+        mask, bad = self._new_mask(name, data, config)
+        kernels.raise_if_nonfinite(bad, f"data {name!r}")
+        self._commit_mask(name, mask)
+
+    def step(self) -> None:
+        """Recompute every mask. All tensors are checked for NaN/inf with one host sync,
+        and no mask changes unless every tensor is finite."""
+        if not self.enable_mask_update:
+            return
+        with torch.no_grad():
+            new = {name: self._new_mask(name, self.get_data(name), config) for name, config in self.data_groups.items()}
+            if not new:
+                return
+            flags = torch.stack([bad.to(self._flag_device(new)) for _, bad in new.values()])
+            bad_names = [name for name, bad in zip(new, flags.tolist(), strict=True) if bad]  # the one sync
+            if bad_names:
+                raise ValueError(f"data {bad_names} hold NaN or infinite values; no mask was updated")
+            for name, (mask, _) in new.items():
+                self._commit_mask(name, mask)
+
+    @staticmethod
+    def _flag_device(new: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.device:
+        return next(iter(new.values()))[1].device
