@@ -22,7 +22,7 @@ endif
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m kernels.demo
+	$(PY) -m sparsity.demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -86,12 +86,16 @@ class BaseDataSparsifier(abc.ABC):
 
     # ---------------------------------------------------------------- data
     def add_data(self, name: str, data: Any, reuse_mask: bool = True, **config: Any) -> torch.Tensor:
-        """Add (or replace) data under ``name``; returns the masked view of it.
+        """Add (or replace) data under ``name``; returns the masked data.
 
         Replacing keeps the old config unless overridden here, and with ``reuse_mask``
         the old mask, which then requires the same shape. ``config`` may carry an
         initial ``mask`` (the data's shape; bool, or numbers where nonzero keeps).
         """
+        return self._add_data(name, data, reuse_mask, True, config)
+
+    def _add_data(self, name: str, data: Any, reuse_mask: bool, return_masked: bool, config: dict[str, Any]):
+        """``add_data``; without ``return_masked`` it skips computing the masked copy."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str; got {name!r}")
         weight = _weight(data)
@@ -117,7 +121,7 @@ class BaseDataSparsifier(abc.ABC):
         self._squashed.discard(name)
         self.state[name]["mask"] = mask
         self.data_groups[name] = local
-        return self.get_data(name, return_original=False)
+        return self.get_data(name, return_original=False) if return_masked else None
 
     def _check_name(self, name: str) -> None:
         if name not in self.data_groups:

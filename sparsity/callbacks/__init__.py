@@ -1,0 +1,8 @@
+"""Lightning callbacks that sparsify a model after (``PostTrainingDataSparsity``) or during
+(``TrainingAwareDataSparsity``) training, with torch.ao's contract: pass the sparsifier
+(and scheduler) class and arguments; the sparsified copy is ``callback.sparsified``."""
+
+from sparsity.callbacks.post_training import PostTrainingDataSparsity
+from sparsity.callbacks.training_aware import TrainingAwareDataSparsity
+
+__all__ = ["PostTrainingDataSparsity", "TrainingAwareDataSparsity"]

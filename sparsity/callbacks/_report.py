@@ -1,0 +1,52 @@
+"""What the callbacks report: achieved sparsity per tensor and overall, mask time, and a
+per-layer table, to the trainer's loggers and stdout, on rank zero only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LayerSparsity:
+    name: str
+    shape: tuple[int, ...]
+    level: float
+    zeros: int
+    numel: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+def measure(masks: dict[str, torch.Tensor], levels: dict[str, float]) -> list[LayerSparsity]:
+    """Zeros of every mask, counted on its device and fetched with one host sync."""
+    if not masks:
+        return []
+    zeros = torch.stack([(~m).sum().to("cpu", non_blocking=True) for m in masks.values()]).tolist()
+    return [LayerSparsity(n, tuple(m.shape), float(levels[n]), z, m.numel()) for (n, m), z in zip(masks.items(), zeros, strict=True)]
+
+
+def overall(layers: list[LayerSparsity]) -> float:
+    numel = sum(layer.numel for layer in layers)
+    return sum(layer.zeros for layer in layers) / numel if numel else 0.0
+
+
+def metrics(layers: list[LayerSparsity], mask_seconds: float, prefix: str) -> dict[str, float]:
+    out = {f"{prefix}/{layer.name}": layer.sparsity for layer in layers}
+    out[f"{prefix}/overall"] = overall(layers)
+    out[f"{prefix}/mask_seconds"] = mask_seconds
+    return out
+
+
+def table(layers: list[LayerSparsity], mask_seconds: float, title: str) -> str:
+    """A short per-layer table (name, shape, scheduled level, achieved sparsity)."""
+    width = max([len("tensor"), *(len(layer.name) for layer in layers)])
+    lines = [title, f"{'tensor':<{width}}  {'shape':>16}  {'level':>6}  {'sparsity':>8}", "-" * (width + 36)]
+    for layer in layers:
+        shape = "x".join(map(str, layer.shape))
+        lines.append(f"{layer.name:<{width}}  {shape:>16}  {layer.level:>6.3f}  {layer.sparsity:>8.2%}")
+    lines.append(f"{'overall':<{width}}  {'':>16}  {'':>6}  {overall(layers):>8.2%}   (masks computed in {mask_seconds * 1e3:.1f} ms)")
+    return "\n".join(lines)

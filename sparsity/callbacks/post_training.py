@@ -1,0 +1,60 @@
+"""PostTrainingDataSparsity: sparsify a copy of the model once ``fit`` ends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from sparsity.base_sparsifier import BaseDataSparsifier
+from sparsity.callbacks import _model
+from sparsity.callbacks._base import DataSparsityCallback
+
+
+class PostTrainingDataSparsity(DataSparsityCallback):
+    """Sparsifies a copy of the model after training; the model itself is not modified.
+
+    At the end of ``fit`` the callback builds ``data_sparsifier_class(**data_sparsifier_args)``,
+    computes masks from the trained weights on their device (Triton kernels on CUDA),
+    and leaves the sparsified copy in ``.sparsified`` (on ``sparsified_device``, default:
+    the model's). The sparsifier stays in ``.data_sparsifier``.
+
+    Args:
+        data_sparsifier_class: a ``sparsity.BaseDataSparsifier`` subclass (the class itself).
+        data_sparsifier_args: its keyword arguments (not ``data_list``).
+        param_filter: which parameters (default: every floating-point one of
+            ``pl_module.model``, or of the LightningModule when it has no ``.model``): a glob
+            on the dotted name, a compiled regex, a list of those, or ``f(name, param) -> bool``.
+        sparsified_device: where the copy lives (``"cpu"`` keeps a big model off the GPU).
+        verify_ranks: under DDP, check with one small all-reduce that all ranks agree.
+        print_table: print the per-layer table at the end of fit (rank zero).
+    """
+
+    def __init__(
+        self,
+        data_sparsifier_class: type[BaseDataSparsifier],
+        data_sparsifier_args: Mapping[str, Any] | None = None,
+        *,
+        param_filter: _model.ParamFilter = None,
+        sparsified_device: torch.device | str | None = None,
+        verify_ranks: bool = True,
+        print_table: bool = True,
+    ):
+        super().__init__(
+            data_sparsifier_class, data_sparsifier_args, param_filter=param_filter,
+            sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table,
+        )
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._timed(self._sparsify, trainer, pl_module)
+        self._print_table(trainer, "Post-training sparsity")
+
+    def _sparsify(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        params = self._parameters(pl_module)
+        self.data_sparsifier = self._new_sparsifier()
+        self._masks = {}
+        self._update_masks(params)
+        self.sparsified = self._make_sparsified_copy(trainer, pl_module)
+        self._report(trainer, "post_training_sparsity")

@@ -1,0 +1,194 @@
+"""TrainingAwareDataSparsity: a sparsified copy every epoch, the level set by a scheduler;
+optionally the live model itself, kept sparse through training (gradual pruning)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from sparsity.base_sparsifier import BaseDataSparsifier
+from sparsity.callbacks import _model
+from sparsity.callbacks._base import DataSparsityCallback, check_args, check_class
+from sparsity.schedulers import BaseDataScheduler
+
+STATE_VERSION = 1
+
+
+class TrainingAwareDataSparsity(DataSparsityCallback):
+    """Sparsifies a copy of the model at every training-epoch end, at the level a scheduler sets.
+
+    At train start the callback builds the sparsifier and ``data_scheduler_class(data_sparsifier,
+    **data_scheduler_args)``. At every train-epoch end it computes masks from the current
+    weights (on their device), steps the scheduler, and leaves a sparsified copy in
+    ``.sparsified``; the model itself is not modified.
+
+    With ``inplace=True`` the live model is sparsified instead: its weights are masked,
+    gradients are masked after every backward pass and weights re-masked after every
+    batch, so training adapts to the sparsity (gradual magnitude pruning). Masks and
+    schedule then advance every epoch, or every ``every_n_steps`` optimizer steps with
+    ``schedule_interval="step"``.
+
+    The callback is resumable: its ``state_dict`` (saved in Lightning checkpoints) holds
+    the masks, configs and schedule, so a run resumed from a checkpoint produces the same
+    masks as an uninterrupted one, whether the checkpoint was taken at train-epoch end or
+    at validation end (Lightning then replays the epoch end, and this callback's step).
+
+    Args:
+        data_sparsifier_class, data_sparsifier_args: as ``PostTrainingDataSparsity``.
+        data_scheduler_class: a ``sparsity.BaseDataScheduler`` subclass (the class itself).
+        data_scheduler_args: its keyword arguments (not ``data_sparsifier``).
+        inplace: sparsify the live model (see above).
+        schedule_interval: ``"epoch"`` or ``"step"`` (``"step"`` needs ``inplace=True``).
+        every_n_steps: with ``schedule_interval="step"``, optimizer steps between updates.
+        param_filter, sparsified_device, verify_ranks, print_table: as ``PostTrainingDataSparsity``.
+    """
+
+    def __init__(
+        self,
+        data_sparsifier_class: type[BaseDataSparsifier],
+        data_sparsifier_args: Mapping[str, Any] | None,
+        data_scheduler_class: type[BaseDataScheduler],
+        data_scheduler_args: Mapping[str, Any] | None = None,
+        *,
+        inplace: bool = False,
+        schedule_interval: str = "epoch",
+        every_n_steps: int = 1,
+        param_filter: _model.ParamFilter = None,
+        sparsified_device: torch.device | str | None = None,
+        verify_ranks: bool = True,
+        print_table: bool = True,
+    ):
+        super().__init__(
+            data_sparsifier_class, data_sparsifier_args, param_filter=param_filter,
+            sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table,
+        )
+        self.data_scheduler_class = check_class(data_scheduler_class, BaseDataScheduler, "data_scheduler_class")
+        self.data_scheduler_args = check_args(
+            data_scheduler_class, data_scheduler_args, "data_scheduler_args", ("data_sparsifier",)
+        )
+        if not isinstance(inplace, bool):
+            raise TypeError(f"inplace must be True or False; got {inplace!r}")
+        if schedule_interval not in ("epoch", "step"):
+            raise ValueError(f"schedule_interval must be 'epoch' or 'step'; got {schedule_interval!r}")
+        if schedule_interval == "step" and not inplace:
+            raise ValueError("schedule_interval='step' needs inplace=True (only the live model changes between epochs)")
+        if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be a positive int; got {every_n_steps!r}")
+        self.inplace = inplace
+        self.schedule_interval = schedule_interval
+        self.every_n_steps = every_n_steps
+        self.data_scheduler: BaseDataScheduler | None = None
+        self.epochs_done = 0  # epoch-end updates done (restored from checkpoints)
+        self.updates_done = 0  # mask updates done
+        self._restored: dict[str, Any] | None = None
+        self._params: dict[str, torch.nn.Parameter] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":  # bad scheduler values fail before training: a dry run on the real tensors
+            self._build(self._parameters(pl_module))
+            self.data_sparsifier = self.data_scheduler = None
+
+    def _build(self, params: dict[str, torch.nn.Parameter]) -> None:
+        self.data_sparsifier = self._new_sparsifier()
+        self._masks = {}
+        self._attach_live(params)
+        self.data_scheduler = self.data_scheduler_class(data_sparsifier=self.data_sparsifier, **self.data_scheduler_args)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._timed(self._start, trainer, pl_module)
+
+    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._params = self._parameters(pl_module)
+        self._build(self._params)
+        if self._restored is not None:
+            self._restore(self._restored)
+            self._restored = None
+        if self.inplace:
+            self._mask_live()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._timed(self._epoch_update, trainer, pl_module)
+
+    def _epoch_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.schedule_interval == "epoch":
+            self._step_masks_and_schedule()
+        self.epochs_done += 1
+        if self.inplace:
+            self._mask_live()
+        self.sparsified = self._make_sparsified_copy(trainer, pl_module)
+        self._report(trainer, "training_aware_sparsity")
+
+    def _step_masks_and_schedule(self) -> None:
+        self._update_masks(self._params)
+        self.data_scheduler.step()
+        self.updates_done += 1
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._print_table(trainer, f"Training-aware sparsity after {self.epochs_done} epochs")
+
+    # ---------------------------------------------------------------- in-place mode
+    @torch.no_grad()
+    def _mask_live(self) -> None:
+        for name, p in self._params.items():
+            mask = self._masks.get(name)
+            if mask is not None:
+                p.mul_(mask)
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.inplace and self._masks:
+            self._timed(self._mask_grads)
+
+    @torch.no_grad()
+    def _mask_grads(self) -> None:
+        for name, p in self._params.items():
+            if p.grad is not None and name in self._masks:
+                p.grad.mul_(self._masks[name])
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.inplace:
+            self._timed(self._after_batch, trainer)
+
+    def _after_batch(self, trainer: pl.Trainer) -> None:
+        if self.schedule_interval == "step" and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0 \
+                and trainer.global_step // self.every_n_steps > self.updates_done:
+            self._step_masks_and_schedule()
+        self._mask_live()  # optimizer steps (momentum, weight decay) revive masked weights
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        if self.data_sparsifier is None:
+            return {"version": STATE_VERSION, "sparsifier": None}
+        sparsifier = self.data_sparsifier.state_dict(with_data=False)
+        sparsifier["state"] = {name: {"mask": m.cpu()} for name, m in self._masks.items()}
+        sparsifier["squashed"] = []
+        return {
+            "version": STATE_VERSION,
+            "sparsifier": sparsifier,
+            "scheduler": self.data_scheduler.state_dict(),
+            "epochs_done": self.epochs_done,
+            "updates_done": self.updates_done,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("version") != STATE_VERSION:
+            raise ValueError(f"not a {type(self).__name__} state (version {state_dict.get('version')!r})")
+        self._restored = state_dict if state_dict.get("sparsifier") is not None else None
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        saved = state["sparsifier"]
+        if set(saved["state"]) != set(self._params):
+            raise ValueError(
+                "the checkpoint's sparsified tensors differ from this model's: "
+                f"{sorted(set(saved['state']) ^ set(self._params))[:5]}"
+            )
+        self.data_sparsifier.load_state_dict(saved)
+        self._masks = {name: self.data_sparsifier.get_mask(name) for name in self._params}
+        self.data_scheduler.load_state_dict(state["scheduler"])
+        self.epochs_done = state["epochs_done"]
+        self.updates_done = state["updates_done"]

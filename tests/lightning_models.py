@@ -1,0 +1,58 @@
+"""Small LightningModules and data for the callback tests (and the DDP script)."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+
+class TinyModule(pl.LightningModule):
+    """An embedding table and an MLP under ``.model``, as the demo's."""
+
+    def __init__(self, seed: int = 0, with_model_attr: bool = True, lr: float = 0.05, momentum: float = 0.0,
+                 weight_decay: float = 0.0):
+        super().__init__()
+        torch.manual_seed(seed)
+        net = nn.ModuleDict({
+            "embed": nn.Embedding(32, 16),
+            "mlp": nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 1)),
+        })
+        if with_model_attr:
+            self.model = net
+        else:
+            self.net = net
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+        self.training_steps = 0
+
+    def _net(self) -> nn.ModuleDict:
+        return self.model if hasattr(self, "model") else self.net
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        net = self._net()
+        return net["mlp"](net["embed"](idx)).squeeze(-1)
+
+    def training_step(self, batch, batch_idx):
+        self.training_steps += 1
+        idx, y = batch
+        return nn.functional.mse_loss(self(idx), y)
+
+    def validation_step(self, batch, batch_idx):
+        idx, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self(idx), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+def loader(n: int = 128, batch_size: int = 16, seed: int = 1) -> torch.utils.data.DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, 32, (n,), generator=g)
+    y = torch.sin(idx.float()) + 0.1 * torch.randn(n, generator=g)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(idx, y), batch_size=batch_size, shuffle=False)
+
+
+def trainer(**kwargs) -> pl.Trainer:
+    options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, deterministic=True)
+    return pl.Trainer(**{**options, **kwargs})

@@ -1,0 +1,260 @@
+"""Lightning callbacks: torch.ao's contract, which tensors, resume, logging, in-place mode,
+bad arguments. DDP is in test_callbacks_ddp.py."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from torch import nn
+
+import kernels
+from sparsity import (
+    CubicSLScheduler,
+    DataNormSparsifier,
+    LinearSLScheduler,
+    PostTrainingDataSparsity,
+    StepSLScheduler,
+    TrainingAwareDataSparsity,
+)
+from sparsity.callbacks import _model
+from tests.lightning_models import TinyModule, loader, trainer
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+
+SPARSIFIER_ARGS = {"sparsity_level": 0.5, "sparse_block_shape": (1, 4), "zeros_per_block": 4}
+
+
+def weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+class Recorder(pl.Callback):
+    """Records the training-aware callback's masks after each of its epoch-end steps."""
+
+    def __init__(self, ta: TrainingAwareDataSparsity):
+        self.ta, self.masks = ta, []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.masks.append({n: m.clone() for n, m in self.ta._masks.items()})
+
+
+class CaptureLogger(Logger):
+    def __init__(self):
+        super().__init__()
+        self.metrics: list[dict] = []
+
+    @property
+    def name(self):
+        return "capture"
+
+    @property
+    def version(self):
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append(dict(metrics))
+
+
+# ------------------------------------------------------------------ the contract
+def test_post_training_contract():
+    pt = PostTrainingDataSparsity(data_sparsifier_class=DataNormSparsifier, data_sparsifier_args=SPARSIFIER_ARGS)
+    module = TinyModule()
+    trainer(max_epochs=2, callbacks=[pt]).fit(module, loader())
+    trained = weights(module.model)
+    for key, value in SPARSIFIER_ARGS.items():
+        assert pt.data_sparsifier.defaults[key] == value
+    copy_weights = dict(pt.sparsified.named_parameters())
+    assert set(copy_weights) == set(trained)
+    for name, w in trained.items():
+        expected_mask = kernels.block_mask(w, 0.5, (1, 4), 4)
+        assert torch.equal(pt.data_sparsifier.get_mask(name), expected_mask), name
+        assert torch.equal(copy_weights[name].detach(), w * expected_mask)
+        assert torch.equal(pt.data_sparsifier.get_data(name, return_original=False), w * expected_mask)
+    assert torch.equal(weights(module.model)["mlp.0.weight"], trained["mlp.0.weight"])  # the model is untouched
+    assert (module.model["mlp"][0].weight == 0).sum() == 0
+    assert not pt.sparsified.training
+
+
+def test_training_aware_contract_levels_and_masks():
+    ta = TrainingAwareDataSparsity(
+        data_sparsifier_class=DataNormSparsifier,
+        data_sparsifier_args={**SPARSIFIER_ARGS, "sparsity_level": 0.1},
+        data_scheduler_class=StepSLScheduler,
+        data_scheduler_args={"gamma": 2, "step_size": 1},
+    )
+    recorder = Recorder(ta)
+    module = TinyModule()
+    trainer(max_epochs=4, callbacks=[ta, recorder]).fit(module, loader())
+    overall = [h["training_aware_sparsity/overall"] for h in ta.history]
+    assert overall == sorted(overall) and len(overall) == 4
+    assert ta.data_scheduler.get_last_param()["mlp.0.weight"] == pytest.approx(0.1 * 2**4)
+    for name, w in weights(module.model).items():
+        assert torch.equal(recorder.masks[-1][name], kernels.block_mask(w, min(1.0, 0.1 * 2**3), (1, 4), 4))
+        assert torch.equal(dict(ta.sparsified.named_parameters())[name].detach(), w * recorder.masks[-1][name])
+        assert (w == 0).sum() == 0  # the live model is not modified
+
+
+# ------------------------------------------------------------------ which tensors
+@pytest.mark.parametrize("param_filter, expected", [
+    (None, {"embed.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}),
+    ("*.weight", {"embed.weight", "mlp.0.weight", "mlp.2.weight"}),
+    (re.compile(r"^mlp\.\d\.weight$"), {"mlp.0.weight", "mlp.2.weight"}),
+    (["embed.*", "mlp.2.*"], {"embed.weight", "mlp.2.weight", "mlp.2.bias"}),
+    (lambda name, p: p.dim() == 2 and p.shape[0] >= 32, {"embed.weight", "mlp.0.weight"}),
+])
+def test_param_filter(param_filter, expected):
+    pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, param_filter=param_filter)
+    trainer(max_epochs=1, callbacks=[pt]).fit(TinyModule(), loader())
+    assert set(pt.data_sparsifier.data_groups) == expected
+
+
+def test_module_without_model_attribute_and_dotted_names_do_not_collide():
+    class Clash(TinyModule):
+        def __init__(self):
+            super().__init__(with_model_attr=False)
+            self.a = nn.Module()
+            self.a.b = nn.Linear(8, 8)
+            self.a_b = nn.Linear(8, 8)
+
+    pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, param_filter="a*")
+    trainer(max_epochs=1, callbacks=[pt]).fit(Clash(), loader())
+    assert {"a.b.weight", "a_b.weight"} <= set(pt.data_sparsifier.data_groups)
+    assert pt.sparsified._trainer is None  # the copy does not drag the trainer along
+
+
+def test_copy_is_made_directly_on_the_target_device():
+    module = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8))
+    moved = _model.copy_to(module, "meta")
+    assert all(t.device.type == "meta" for t in (*moved.parameters(), *moved.buffers()))
+    assert all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers()))
+
+
+# ------------------------------------------------------------------ resume
+@pytest.mark.parametrize("save_on_train_epoch_end", [True, False])
+def test_resumed_run_gives_the_same_masks(tmp_path, save_on_train_epoch_end):
+    def callbacks():
+        ta = TrainingAwareDataSparsity(DataNormSparsifier, {**SPARSIFIER_ARGS, "zeros_per_block": 2},
+                                       CubicSLScheduler, {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": 4})
+        return ta, Recorder(ta)
+
+    ta, uninterrupted = callbacks()
+    trainer(max_epochs=5, callbacks=[ta, uninterrupted]).fit(TinyModule(), loader(), loader(32))
+
+    # At validation end the checkpoint comes before the callback's epoch-end step; Lightning
+    # replays the epoch end on resume.
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, save_on_train_epoch_end=save_on_train_epoch_end)
+    ta, first = callbacks()
+    trainer(max_epochs=3, callbacks=[ta, first, checkpoint], enable_checkpointing=True).fit(
+        TinyModule(), loader(), loader(32))
+    ta, resumed = callbacks()
+    trainer(max_epochs=5, callbacks=[ta, resumed], enable_checkpointing=True).fit(
+        TinyModule(seed=123), loader(), loader(32), ckpt_path=str(tmp_path / "epoch=1-step=16.ckpt"))
+    replayed = 2 if save_on_train_epoch_end else 1  # a validation-end checkpoint replays epoch 1's end
+    assert len(resumed.masks) == 5 - replayed
+    for expected, got in zip(uninterrupted.masks[replayed:], resumed.masks, strict=True):
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[n], got[n]) for n in expected)
+    assert ta.epochs_done == 5
+
+
+# ------------------------------------------------------------------ observability
+def test_metrics_go_to_the_loggers_and_the_table_is_printed(capsys):
+    logger = CaptureLogger()
+    pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)
+    ta = TrainingAwareDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, StepSLScheduler, {"gamma": 1.0})
+    trainer(max_epochs=2, callbacks=[pt, ta], logger=logger).fit(TinyModule(), loader())
+    ours = [m for m in logger.metrics if any(k.endswith("sparsity/overall") for k in m)]
+    assert len(ours) == 3  # two epochs, then post-training
+    last = ours[-1]
+    assert last["post_training_sparsity/overall"] == pytest.approx(0.5, abs=0.02)
+    assert last["post_training_sparsity/mlp.0.weight"] == 0.5
+    assert last["post_training_sparsity/mask_seconds"] > 0
+    out = capsys.readouterr().out
+    assert "Post-training sparsity" in out and "mlp.0.weight" in out and "Training-aware sparsity after 2 epochs" in out
+
+
+# ------------------------------------------------------------------ in-place mode
+@pytest.mark.parametrize("interval", ["epoch", "step"])
+def test_inplace_mode_keeps_the_live_model_sparse(interval):
+    ta = TrainingAwareDataSparsity(
+        DataNormSparsifier, {**SPARSIFIER_ARGS, "sparsity_level": 0.6}, LinearSLScheduler,
+        {"init_sl": 0.0, "init_t": 1, "total_t": 2 if interval == "epoch" else 6}, inplace=True,
+        schedule_interval=interval, every_n_steps=2,
+        param_filter="*.weight",
+    )
+    module = TinyModule(momentum=0.9, weight_decay=0.01)  # both would revive masked weights
+
+    class CheckGradients(pl.Callback):
+        def __init__(self):
+            self.checked = 0
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            for name, p in pl_module.model.named_parameters():
+                if name in ta._masks and p.grad is not None:
+                    assert (p.grad[~ta._masks[name]] == 0).all()
+                    self.checked += 1
+
+    check = CheckGradients()
+    trainer(max_epochs=3, callbacks=[ta, check]).fit(module, loader())
+    assert check.checked > 0
+    live = weights(module.model)
+    for name, mask in ta._masks.items():
+        assert (live[name][~mask] == 0).all(), name
+    assert ta.updates_done >= 2
+    levels = [h["training_aware_sparsity/overall"] for h in ta.history]
+    assert levels[-1] > 0.2
+
+
+# ------------------------------------------------------------------ bad arguments
+def test_bad_arguments_fail_at_construction():
+    with pytest.raises(TypeError, match="instance"):
+        PostTrainingDataSparsity(DataNormSparsifier(), SPARSIFIER_ARGS)
+    with pytest.raises(TypeError, match="subclass"):
+        PostTrainingDataSparsity(nn.Linear, {})
+    with pytest.raises(TypeError, match="sparsity_lvl"):
+        PostTrainingDataSparsity(DataNormSparsifier, {"sparsity_lvl": 0.5})
+    with pytest.raises(ValueError, match="data_list"):
+        PostTrainingDataSparsity(DataNormSparsifier, {"data_list": []})
+    with pytest.raises(ValueError, match="sparsity_level"):
+        PostTrainingDataSparsity(DataNormSparsifier, {"sparsity_level": -1})
+    with pytest.raises(TypeError, match="instance"):
+        TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler(DataNormSparsifier([("a", torch.ones(4))])), {})
+    with pytest.raises(TypeError, match="gama"):
+        TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler, {"gama": 2})
+    with pytest.raises(ValueError, match="data_sparsifier"):
+        TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler, {"data_sparsifier": None})
+    with pytest.raises(ValueError, match="inplace"):
+        TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler, {}, schedule_interval="step")
+    with pytest.raises(TypeError, match="param_filter"):
+        PostTrainingDataSparsity(DataNormSparsifier, {}, param_filter=3)
+
+
+def test_nothing_to_sparsify_and_bad_scheduler_values_fail_before_training():
+    for cb in (
+        PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, param_filter="nothing.matches"),
+        TrainingAwareDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, StepSLScheduler, {"step_size": 0}),
+    ):
+        module = TinyModule()
+        with pytest.raises(ValueError, match="param_filter|step_size"):
+            trainer(max_epochs=1, callbacks=[cb]).fit(module, loader())
+        assert module.training_steps == 0
+
+
+def test_callback_copy_is_independent_of_later_training():
+    pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)
+    module = TinyModule()
+    trainer(max_epochs=1, callbacks=[pt]).fit(module, loader())
+    snapshot = copy.deepcopy(dict(pt.sparsified.named_parameters()))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(snapshot[n], p) for n, p in pt.sparsified.named_parameters())
