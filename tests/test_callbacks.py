@@ -244,7 +244,7 @@ def test_nothing_to_sparsify_and_bad_scheduler_values_fail_before_training():
         TrainingAwareDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, StepSLScheduler, {"step_size": 0}),
     ):
         module = TinyModule()
-        with pytest.raises(ValueError, match="param_filter|step_size"):
+        with pytest.raises(ValueError, match=r"param_filter|step_size"):
             trainer(max_epochs=1, callbacks=[cb]).fit(module, loader())
         assert module.training_steps == 0
 

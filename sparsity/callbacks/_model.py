@@ -6,12 +6,11 @@ import copy
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
-from typing import Union
 
 import torch
 from torch import nn
 
-ParamFilter = Union[None, str, re.Pattern, Iterable[str], Callable[[str, torch.Tensor], bool]]
+ParamFilter = None | str | re.Pattern | Iterable[str] | Callable[[str, torch.Tensor], bool]
 
 
 def target_module(pl_module: nn.Module) -> nn.Module:

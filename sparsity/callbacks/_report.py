@@ -26,7 +26,10 @@ def measure(masks: dict[str, torch.Tensor], levels: dict[str, float]) -> list[La
     if not masks:
         return []
     zeros = torch.stack([(~m).sum().to("cpu", non_blocking=True) for m in masks.values()]).tolist()
-    return [LayerSparsity(n, tuple(m.shape), float(levels[n]), z, m.numel()) for (n, m), z in zip(masks.items(), zeros, strict=True)]
+    return [
+        LayerSparsity(n, tuple(m.shape), float(levels[n]), z, m.numel())
+        for (n, m), z in zip(masks.items(), zeros, strict=True)
+    ]
 
 
 def overall(layers: list[LayerSparsity]) -> float:
@@ -48,5 +51,6 @@ def table(layers: list[LayerSparsity], mask_seconds: float, title: str) -> str:
     for layer in layers:
         shape = "x".join(map(str, layer.shape))
         lines.append(f"{layer.name:<{width}}  {shape:>16}  {layer.level:>6.3f}  {layer.sparsity:>8.2%}")
-    lines.append(f"{'overall':<{width}}  {'':>16}  {'':>6}  {overall(layers):>8.2%}   (masks computed in {mask_seconds * 1e3:.1f} ms)")
+    lines.append(f"{'overall':<{width}}  {'':>16}  {'':>6}  {overall(layers):>8.2%}"
+                 f"   (masks computed in {mask_seconds * 1e3:.1f} ms)")
     return "\n".join(lines)
