@@ -218,6 +218,18 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     assert marker.exists()
 
 
+def test_lightning_extras_that_need_unpickling_are_refused_by_name(tmp_path, capsys):
+    import argparse
+
+    ckpt = lightning_checkpoint({"w": rand(64, 64)})
+    ckpt["hyper_parameters"] = argparse.Namespace(lr=0.1)
+    torch.save(ckpt, tmp_path / "ns.ckpt")
+    assert main([str(tmp_path / "ns.ckpt"), str(tmp_path / "out.pt"), "--level", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "refused: its pickle asks for argparse.Namespace, which is not a tensor or a plain container" in err
+    assert "torch.save(ckpt['state_dict'], 'weights.pt')" in err
+
+
 def test_bad_files_give_clear_errors(tmp_path):
     good = tmp_path / "good.pt"
     save_sparse({"w": kernels.sparsify(rand(64, 64), 0.5)[0]}, good)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -24,11 +25,12 @@ PathLike = str | os.PathLike
 
 
 def _unsupported_global(err: BaseException) -> str | None:
-    """The 'Unsupported global: GLOBAL x.y' line of torch's weights_only refusal, if any."""
-    for line in str(err).splitlines():
-        if "Unsupported global" in line or "Unsupported operand" in line:
-            return line.strip()
-    return None
+    """What torch's weights_only unpickler refused to build ('argparse.Namespace'), if it says."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    if found:
+        return found.group(1).rstrip(".")
+    found = re.search(r"Unsupported operand [^\n.]*", str(err))
+    return found.group(0) if found else None
 
 
 def load_untrusted(path: PathLike, *, mmap: bool = False) -> Any:
@@ -53,10 +55,10 @@ def load_untrusted(path: PathLike, *, mmap: bool = False) -> Any:
         refused = _unsupported_global(err)
         if refused is not None:
             raise CheckpointError(
-                f"{path}: refused: the checkpoint's pickle asks for an object that is not a tensor or a plain "
-                f"container ({refused}), and checkpoints are loaded with torch.load(weights_only=True), which "
-                "never builds such objects. If you wrote this file yourself and trust it, re-save just the "
-                "tensors (e.g. torch.save(ckpt['state_dict'], 'weights.pt')) and use that."
+                f"{path}: refused: its pickle asks for {refused}, which is not a tensor or a plain container; "
+                "checkpoints are untrusted input and load only with torch.load(weights_only=True), which never "
+                "builds such objects. If you wrote this file yourself and trust it, re-save just the tensors "
+                "(e.g. torch.save(ckpt['state_dict'], 'weights.pt')) and use that."
             ) from None
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(err)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, AttributeError, TypeError) as err:
