@@ -30,7 +30,7 @@ def _unsupported_global(err: BaseException) -> str | None:
     if found:
         return found.group(1).rstrip(".")
     found = re.search(r"Unsupported operand [^\n.]*", str(err))
-    return found.group(0) if found else None
+    return f"a pickle instruction it does not allow ({found.group(0)})" if found else None
 
 
 def load_untrusted(path: PathLike, *, mmap: bool = False) -> Any:
