@@ -1,0 +1,125 @@
+"""Save a state dict in the compact sparse format, load it back exactly, and read any
+supported checkpoint (plain state dict, Lightning checkpoint, sparse checkpoint) safely."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from kernels.api import check_block_shape
+from sparsity.checkpoint._files import PathLike, load_untrusted, write_atomically
+from sparsity.checkpoint._format import (
+    CheckpointError,
+    TensorRecord,
+    decode_payload,
+    encode_state_dict,
+    is_sparse_payload,
+    make_payload,
+)
+
+__all__ = ["load_sparse", "load_sparse_checkpoint", "read_checkpoint", "save_sparse"]
+
+
+def save_sparse(
+    state_dict: Mapping[str, Any],
+    path: PathLike,
+    *,
+    block_shape: Sequence[int] = (1, 4),
+    extra: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> list[TensorRecord]:
+    """Write ``state_dict`` to ``path`` in the compact sparse format, atomically.
+
+    Each floating-point tensor is stored as its nonzero values plus a bit-packed mask, 1 bit
+    per element or, where whole ``block_shape`` blocks are zero, 1 bit per block (see
+    ``sparsity.checkpoint``'s docstring), whichever is smaller, or as it is when neither
+    saves bytes. Other entries (integer buffers, non-tensor values) are stored as they are;
+    tied tensors are stored once. ``extra`` holds other checkpoint entries to keep (they
+    must load under ``torch.load(weights_only=True)``). ``progress`` shows a bar on stderr.
+
+    Returns one ``TensorRecord`` per tensor: its encoding, zero fraction and bytes.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping of names to tensors; got {type(state_dict).__name__}")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a mapping or None; got {type(extra).__name__}")
+    block = check_block_shape(block_shape)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False; got {progress!r}")
+
+    def wrap(items):
+        return tqdm(items, total=len(state_dict), desc="encode", unit="tensor", disable=not progress, leave=False)
+
+    entries, records = encode_state_dict(state_dict, block, wrap)
+    payload = make_payload(entries, extra)
+    write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    return records
+
+
+def load_sparse_checkpoint(path: PathLike) -> dict[str, Any]:
+    """A sparse checkpoint as a Lightning-shaped dict: ``{"state_dict": ..., **extra}``.
+
+    Tensors come back dense, bit for bit as saved (dtype, shape, ``-0.0`` and NaN
+    included), contiguous, on the CPU; tied tensors come back as one tensor. The file is
+    loaded with ``torch.load(weights_only=True)``; a file of another kind, a newer version or
+    a corrupt one raises ``CheckpointError`` (a ``ValueError``).
+    """
+    state_dict, extra = decode_payload(load_untrusted(path), str(path))
+    return {"state_dict": state_dict, **extra}
+
+
+def load_sparse(path: PathLike) -> dict[str, Any]:
+    """The dense state dict saved by ``save_sparse`` (see ``load_sparse_checkpoint``), ready for
+    ``model.load_state_dict``."""
+    return load_sparse_checkpoint(path)["state_dict"]
+
+
+def _is_state_dict(obj: Any) -> bool:
+    """Names to tensors (``*_extra_state`` entries may hold anything), at least one tensor."""
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) for k in obj):
+        return False
+    tensors = [isinstance(v, torch.Tensor) for v in obj.values()]
+    return any(tensors) and all(t or k.endswith("_extra_state") for k, t in zip(obj, tensors, strict=True))
+
+
+def read_checkpoint(path: PathLike, *, key: str | None = None) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Load any supported checkpoint safely: ``(state_dict, extra, kind)``.
+
+    ``kind`` is ``"sparse"`` (this package's format), ``"lightning"`` (a dict with a
+    ``"state_dict"`` entry: the other entries come back as ``extra``) or ``"state_dict"``
+    (a plain ``{name: tensor}`` dict). ``key`` names the entry holding the state dict in
+    other dicts (e.g. ``"model"``). Anything else raises ``CheckpointError``. The file is
+    memory-mapped: tensors of a plain or Lightning checkpoint are read from disk as they are
+    used (copy them before changing the file in place).
+    """
+    source = str(path)
+    obj = load_untrusted(path, mmap=True)
+    if is_sparse_payload(obj):
+        state_dict, extra = decode_payload(obj, source)
+        return state_dict, extra, "sparse"
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{source}: expected a checkpoint dict; the file holds a {type(obj).__name__}")
+    if key is None and "state_dict" in obj:
+        key = "state_dict"
+    if key is not None:
+        if key not in obj:
+            raise CheckpointError(f"{source}: no entry {key!r}; top-level entries: {_keys(obj)}")
+        if not _is_state_dict(obj[key]):
+            raise CheckpointError(f"{source}: entry {key!r} is not a state dict (names to tensors)")
+        extra = {k: v for k, v in obj.items() if k != key}
+        return obj[key], extra, "lightning" if key == "state_dict" else f"entry {key!r}"
+    if _is_state_dict(obj):
+        return obj, {}, "state_dict"
+    raise CheckpointError(
+        f"{source}: no state dict found: expected names mapped to tensors, or a Lightning checkpoint with a "
+        f"'state_dict' entry (name another entry with key=/--key); top-level entries: {_keys(obj)}"
+    )
+
+
+def _keys(obj: dict) -> str:
+    names = [repr(k) for k in list(obj)[:10]]
+    return ", ".join(names) + (", ..." if len(obj) > 10 else "")
+
