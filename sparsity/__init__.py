@@ -1,13 +1,16 @@
 """Sparsifiers, schedulers and Lightning callbacks built on ``kernels``.
 
 Same contract as ``torch.ao.pruning._experimental.data_sparsifier``: switch by changing
-the import. The Lightning callbacks are imported on first use, so ``import sparsity``
-does not import Lightning.
+the import. Also: 2:4 export (``sparsity.export``) and compact sparse checkpoints
+(``sparsity.checkpoint``). The Lightning callbacks are imported on first use, so
+``import sparsity`` does not import Lightning.
 """
 
 from typing import Any
 
 from sparsity.base_sparsifier import SUPPORTED_TYPES, BaseDataSparsifier, UnknownDataError
+from sparsity.checkpoint import CheckpointError, load_sparse, save_sparse, sparsify_state_dict
+from sparsity.export import is_n_m_sparse, to_semi_structured
 from sparsity.norm_sparsifier import DataNormSparsifier
 from sparsity.schedulers import (
     BaseDataScheduler,
@@ -23,6 +26,7 @@ __all__ = [
     "SUPPORTED_TYPES",
     "BaseDataScheduler",
     "BaseDataSparsifier",
+    "CheckpointError",
     "CubicSLScheduler",
     "DataNormSparsifier",
     "LambdaSLScheduler",
@@ -31,6 +35,11 @@ __all__ = [
     "StepSLScheduler",
     "TrainingAwareDataSparsity",
     "UnknownDataError",
+    "is_n_m_sparse",
+    "load_sparse",
+    "save_sparse",
+    "sparsify_state_dict",
+    "to_semi_structured",
 ]
 
 
