@@ -95,6 +95,9 @@ class MemoryProbe:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.memory", "--worker"], env={**os.environ, **MALLOC_ENV},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            # Out of the process group: Ctrl-C or ``timeout`` interrupt the parent, which then
+            # reports and closes our stdin (ending the worker) instead of a traceback here.
+            start_new_session=True,
         )
         return self
 
@@ -128,7 +131,10 @@ def _worker() -> None:
                 answer[name] = _measure_here(name, case, "cpu")
             except Exception as e:  # an out-of-memory or a failing contender is a result too
                 answer[name] = f"{type(e).__name__}: {e}"
-        print(json.dumps(answer), flush=True)
+        try:
+            print(json.dumps(answer), flush=True)
+        except BrokenPipeError:  # the parent is gone (interrupted): nobody wants the answer
+            return
 
 
 if __name__ == "__main__":
