@@ -69,6 +69,8 @@ def describe(device: str) -> dict:
         "triton": _version("triton"),
         "python": platform.python_version(),
         "commit": commit(),
+        # Other work on the machine slows the contenders (not alike): worth knowing on a shared CPU.
+        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
