@@ -273,6 +273,7 @@ def run(cases: list[Case], contenders: list[str], settings: Settings) -> Run:
         if probe is not None:
             probe.__exit__(None, None, None)
     outcome.elapsed_seconds = time.perf_counter() - start
+    outcome.machine["load_average_end"] = machine.load_average()
     return outcome
 
 

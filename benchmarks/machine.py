@@ -56,6 +56,11 @@ def commit() -> str:
         return os.environ.get("BLOCKSPARSE_COMMIT", "unknown")
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes): above the core count, contenders share the CPU."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def describe(device: str) -> dict:
     """The machine, as the header of the report."""
     cores = os.cpu_count()
@@ -70,7 +75,7 @@ def describe(device: str) -> dict:
         "python": platform.python_version(),
         "commit": commit(),
         # Other work on the machine slows the contenders (not alike): worth knowing on a shared CPU.
-        "load_average": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
     }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)

@@ -36,7 +36,8 @@ def header(run: Run) -> list[str]:
         f"commit {m['commit']}",
         f"host: {m['cpu']}, {m['memory_gib']} GiB"
         + (f" · GPU memory {m['device_memory_gib']} GiB" if "device_memory_gib" in m else "")
-        + (f" · load average at start {m['load_average']}" if m.get("load_average") is not None else ""),
+        + (f" · load average {m['load_average']} at the start, {m.get('load_average_end')} at the end"
+           if m.get("load_average") is not None else ""),
         "",
         f"Copy bandwidth (`dst.copy_(src)`, {s.copy_bytes >> 20} MiB, start / end of the run): {copies} GB/s; "
         f"\"% copy\" is relative to the best, {run.copy_gbps:.1f} GB/s.",
