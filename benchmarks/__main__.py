@@ -35,6 +35,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, metavar="SECONDS",
                    help="skip a contender on a case whose calls would take longer (default 1 on CUDA, 4 on CPU)")
     p.add_argument("--deadline", type=float, metavar="SECONDS", help="start no new case after this long")
+    p.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first (CPU; default: torch's choice)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (slow on CPU)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG chart of the times")
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats or defaults["repeats"],
         copy_bytes=defaults["copy_bytes"],
         min_seconds=defaults["min_seconds"],
+        threads=args.threads,
         budget_seconds=args.budget or defaults["budget_seconds"],
         memory=not args.no_memory,
         deadline_seconds=args.deadline,

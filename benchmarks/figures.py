@@ -20,7 +20,7 @@ class Row:
     status: str
     reason: str
     seconds: float | None
-    repeats: int
+    samples: list[float]
     gbps: float | None
     pct_of_copy: float | None
     speedup: dict[str, float]
@@ -30,7 +30,8 @@ class Row:
     def to_dict(self) -> dict:
         return {
             "contender": self.contender, "status": self.status, "reason": self.reason, "seconds": self.seconds,
-            "repeats": self.repeats, "gbps": self.gbps, "pct_of_copy_bandwidth": self.pct_of_copy, "speedup_over": self.speedup,
+            "samples_seconds": self.samples, "gbps": self.gbps, "pct_of_copy_bandwidth": self.pct_of_copy,
+            "speedup_over": self.speedup,
             "peak_extra_x_input": self.peak_extra_x, "memory_error": self.memory_error or None,
         }
 
@@ -44,7 +45,7 @@ def case_rows(result: CaseResult, copy_gbps: float) -> list[Row]:
         gbps = result.bytes_moved / t / 1e9 if t else None
         rows.append(Row(
             case=result.case, bytes_moved=result.bytes_moved, contender=name, status=m.status, reason=m.reason,
-            seconds=t, repeats=m.repeats, gbps=gbps, pct_of_copy=100 * gbps / copy_gbps if gbps else None,
+            seconds=t, samples=m.samples, gbps=gbps, pct_of_copy=100 * gbps / copy_gbps if gbps else None,
             speedup={other: to / t for other, to in times.items() if other != name} if t else {},
             peak_extra_x=None if m.peak_extra_bytes is None else m.peak_extra_bytes / result.case.input_bytes,
             memory_error=m.memory_error,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from benchmarks.bandwidth import CopyBandwidth, bytes_moved, copy_bandwidth
 from benchmarks.cases import Case
 from benchmarks.contenders import CONTENDERS, Contender, Runner
 from benchmarks.memory import COLLECT_ABOVE_BYTES, MemoryProbe, measure_call
-from benchmarks.timing import median_seconds, synchronize
+from benchmarks.timing import sample_seconds, synchronize
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Settings:
     copy_bytes: int
     budget_seconds: float
     min_seconds: float = 0.0
+    threads: int | None = None
     memory: bool = True
     deadline_seconds: float | None = None
     progress: bool = True
@@ -55,7 +57,7 @@ class Measurement:
     status: str
     reason: str = ""
     seconds: float | None = None
-    repeats: int = 0
+    samples: list[float] = field(default_factory=list)
     peak_extra_bytes: int | None = None
     memory_error: str = ""
 
@@ -210,16 +212,16 @@ class Harness:
         groups = [list(runners)] if self.device == "cpu" else [[name] for name in runners]  # CPU: in alternation
         for names in groups:
             try:
-                seconds = median_seconds([runners[n] for n in names], self.device, repeats, setup, warmup=0)
+                samples = sample_seconds([runners[n] for n in names], self.device, repeats, setup, warmup=0)
             except Exception as e:
                 for n in names:
                     result.measurements[n] = Measurement("failed", _failure(e))
                     runners.pop(n)
                 _cleanup(self.device)
                 continue
-            for n, s in zip(names, seconds, strict=True):
-                result.measurements[n] = Measurement("ok", seconds=s, repeats=repeats)
-                self.budget.record(CONTENDERS[n], case, s)
+            for n, times in zip(names, samples, strict=True):
+                result.measurements[n] = Measurement("ok", seconds=statistics.median(times), samples=times)
+                self.budget.record(CONTENDERS[n], case, statistics.median(times))
 
     def _memory(self, case: Case, runners: dict[str, Runner], setup: Callable[[], object], probe: MemoryProbe | None,
                 result: CaseResult) -> None:
@@ -245,12 +247,14 @@ def run(cases: list[Case], contenders: list[str], settings: Settings) -> Run:
     """Measure every case (in order) with every contender that runs on the device."""
     from tqdm import tqdm
 
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     names = [n for n in contenders if settings.device in CONTENDERS[n].devices]
     start = time.perf_counter()
     outcome = Run(machine.describe(settings.device), settings, names, [copy_bandwidth(settings.device, settings.copy_bytes)])
     harness = Harness(settings, names)
     bar = tqdm(total=len(cases), disable=not settings.progress, unit="case", dynamic_ncols=True, mininterval=1.0)
-    probe = MemoryProbe() if settings.memory and settings.device == "cpu" else None
+    probe = MemoryProbe(settings.threads) if settings.memory and settings.device == "cpu" else None
     try:
         if probe is not None:
             probe.__enter__()

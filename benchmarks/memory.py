@@ -88,12 +88,13 @@ def peak_extra_bytes(contender: str, case: Case, device: str) -> int | None:
 class MemoryProbe:
     """One worker process measuring CPU peaks case by case (``measure``); use as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
         self._proc: subprocess.Popen | None = None
+        self._env = {**os.environ, **MALLOC_ENV, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
 
     def __enter__(self) -> MemoryProbe:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.memory", "--worker"], env={**os.environ, **MALLOC_ENV},
+            [sys.executable, "-m", "benchmarks.memory", "--worker"], env=self._env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
             # Out of the process group: Ctrl-C or ``timeout`` interrupt the parent, which then
             # reports and closes our stdin (ending the worker) instead of a traceback here.

@@ -10,7 +10,7 @@ from pathlib import Path
 from benchmarks import figures, targets
 from benchmarks.bandwidth import bytes_moved
 from benchmarks.contenders import CONTENDERS
-from benchmarks.harness import Run
+from benchmarks.harness import MAX_REPEATS, Run
 
 
 def _ms(seconds: float) -> str:
@@ -24,6 +24,20 @@ def _x(value: float) -> str:
 
 def _size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def timing(run: Run) -> str:
+    s = run.settings
+    if s.device == "cuda":
+        how = f"Median of {s.repeats} timed calls (CUDA events, L2 flushed)"
+    elif s.min_seconds <= 0:
+        how = f"Median of {s.repeats} timed calls (`perf_counter`, contenders in alternation)"
+    else:
+        how = (f"Median of {s.repeats} to {MAX_REPEATS} timed calls (`perf_counter`, contenders in alternation; more calls "
+               f"where the slowest contender's {s.repeats} take under {s.min_seconds:g} s)")
+    threads = f"; torch threads: {s.threads}" if s.threads else ""
+    return (f"{how}{threads}; per-call budget {s.budget_seconds:g} s; cases: {s.matrix}{', quick sizes' if s.quick else ''}; "
+            f"run took {run.elapsed_seconds:.0f} s{' (interrupted)' if run.interrupted else ''}.")
 
 
 def header(run: Run) -> list[str]:
@@ -41,9 +55,7 @@ def header(run: Run) -> list[str]:
         "",
         f"Copy bandwidth (`dst.copy_(src)`, {s.copy_bytes >> 20} MiB, start / end of the run): {copies} GB/s; "
         f"\"% copy\" is relative to the best, {run.copy_gbps:.1f} GB/s.",
-        f"Median of {s.repeats} timed calls{' (CUDA events, L2 flushed)' if s.device == 'cuda' else ''}; "
-        f"per-call budget {s.budget_seconds:g} s; cases: {s.matrix}{', quick sizes' if s.quick else ''}; "
-        f"run took {run.elapsed_seconds:.0f} s{' (interrupted)' if run.interrupted else ''}.",
+        timing(run),
     ]
     return lines
 

@@ -32,7 +32,7 @@ def _cpu_once(run: Call, setup: Call) -> float:
     return time.perf_counter() - start
 
 
-def _cuda_median(run: Call, setup: Call, repeats: int, warmup: int) -> float:
+def _cuda_samples(run: Call, setup: Call, repeats: int, warmup: int) -> list[float]:
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
     for _ in range(warmup):
         setup()
@@ -47,19 +47,19 @@ def _cuda_median(run: Call, setup: Call, repeats: int, warmup: int) -> float:
         run()
         end.record()
     torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)) / 1e3
+    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)]
 
 
-def median_seconds(
+def sample_seconds(
     runs: Sequence[Call], device: str, repeats: int = 5, setup: Call | None = None, warmup: int = 1
-) -> list[float]:
-    """Median seconds per call of each run, after ``warmup`` untimed calls of each.
+) -> list[list[float]]:
+    """Seconds of each of ``repeats`` calls of each run, after ``warmup`` untimed calls of each.
 
     ``setup`` (untimed) runs before every call, warm-ups included.
     """
     setup = setup or _nothing
     if device == "cuda":
-        return [_cuda_median(run, setup, repeats, max(1, warmup)) for run in runs]
+        return [_cuda_samples(run, setup, repeats, max(1, warmup)) for run in runs]
     for _ in range(warmup):
         for run in runs:
             setup()
@@ -68,7 +68,14 @@ def median_seconds(
     for _ in range(repeats):
         for i, run in enumerate(runs):
             samples[i].append(_cpu_once(run, setup))
-    return [statistics.median(s) for s in samples]
+    return samples
+
+
+def median_seconds(
+    runs: Sequence[Call], device: str, repeats: int = 5, setup: Call | None = None, warmup: int = 1
+) -> list[float]:
+    """Median seconds per call of each run (see ``sample_seconds``)."""
+    return [statistics.median(s) for s in sample_seconds(runs, device, repeats, setup, warmup)]
 
 
 def synchronize(device: str) -> None:
