@@ -33,7 +33,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help=f"which to run (default: all that run on the device: {', '.join(CONTENDERS)})")
     p.add_argument("--repeats", type=int, help="timed calls per contender and case (median); default 10 on CUDA, 3 on CPU")
     p.add_argument("--budget", type=float, metavar="SECONDS",
-                   help="skip a contender on a case whose calls would take longer (default 1 on CUDA, 4 on CPU)")
+                   help="skip a contender on a case whose calls would take longer (default 2 on CUDA, 4 on CPU)")
     p.add_argument("--deadline", type=float, metavar="SECONDS", help="start no new case after this long")
     p.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first (CPU; default: torch's choice)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement (slow on CPU)")

@@ -286,6 +286,6 @@ def default_settings(device: str, quick: bool) -> dict:
     if quick:
         return {"repeats": 3, "min_seconds": 0.0, "budget_seconds": 2.0, "copy_bytes": 32 << 20}
     if device == "cuda":
-        return {"repeats": 10, "min_seconds": 0.0, "budget_seconds": 1.0, "copy_bytes": 1 << 30}
+        return {"repeats": 10, "min_seconds": 0.0, "budget_seconds": 2.0, "copy_bytes": 1 << 30}
     return {"repeats": 3, "min_seconds": 1.0, "budget_seconds": 4.0, "copy_bytes": 256 << 20}
 

@@ -62,8 +62,9 @@ def measure_call(run, device: str, setup=None) -> int:
     return max(0, peak - before) * 1024
 
 
-def _measure_here(contender: str, case: Case, device: str) -> int | None:
-    x = case.make_input(device)
+def _measure_here(contender: str, case: Case, device: str, x: torch.Tensor | None = None) -> int | None:
+    """Peak extra bytes of one call (after a warm-up call) on ``x`` (default: a new input)."""
+    x = case.make_input(device) if x is None else x
     run = CONTENDERS[contender](case, x)
     if run is None:
         return None
@@ -126,12 +127,14 @@ def _worker() -> None:
     for line in sys.stdin:
         request = json.loads(line)
         case = Case.from_dict(request["case"])
+        x = case.make_input("cpu")  # shared: an in-place contender leaves it sparsified, which moves no peak
         answer: dict[str, int | str] = {}
         for name in request["contenders"]:
             try:
-                answer[name] = _measure_here(name, case, "cpu")
+                answer[name] = _measure_here(name, case, "cpu", x)
             except Exception as e:  # an out-of-memory or a failing contender is a result too
                 answer[name] = f"{type(e).__name__}: {e}"
+        del x
         try:
             print(json.dumps(answer), flush=True)
         except BrokenPipeError:  # the parent is gone (interrupted): nobody wants the answer
