@@ -122,8 +122,9 @@ class Budget:
         return None
 
     def first_call_too_slow(self, contender: Contender, seconds: float) -> str | None:
+        """Where an untimed first call (the faster of two, see ``Harness.measure``) exceeds the budget."""
         if not contender.compiles and seconds > self.seconds_per_call:
-            return f"skipped: first call {seconds:.1f} s > {self.seconds_per_call:g} s budget"
+            return f"skipped: first calls took {seconds:.1f} s > {self.seconds_per_call:g} s budget"
         return None
 
     def record(self, contender: Contender, case: Case, seconds: float) -> None:
@@ -189,6 +190,8 @@ class Harness:
             try:
                 runner = c.build(case, work)
                 first = _timed_call(runner, setup, self.device)
+                if self.budget.first_call_too_slow(c, first):  # one more try: a busy moment is no verdict
+                    first = min(first, _timed_call(runner, setup, self.device))
                 reason = self.budget.first_call_too_slow(c, first)
                 slowest = max(slowest, 0.0 if c.compiles else first)
             except Exception as e:  # report it and go on: one broken contender must not end the run

@@ -121,7 +121,7 @@ def test_budget_extrapolates_from_smaller_cases():
     assert budget.why_skip(reference, big).startswith("skipped: ~5.0 s/call > 1 s budget")
     assert budget.why_skip(reference, Case("block_mask", (1000, 1000), zeros_per_block=2)) is None  # another variant
     assert budget.why_skip(reference, Case("block_mask", (10**6, 10**6))).startswith("skipped")
-    assert budget.first_call_too_slow(reference, 2.0).startswith("skipped: first call")
+    assert budget.first_call_too_slow(reference, 2.0).startswith("skipped: first calls took 2.0 s")
 
 
 def test_report_of_a_run_with_skipped_failed_and_missing_figures():
