@@ -67,7 +67,7 @@ def describe(device: str) -> dict:
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device,
-        "cpu": f"{_cpu_name()}, {cores} cores, {torch.get_num_threads()} torch threads",
+        "cpu": f"{_cpu_name()}, {cores} cores, torch threads: {torch.get_num_threads()}",
         "memory_gib": round(_memory_gib() or 0, 1),
         "cuda": torch.version.cuda or "none",
         "torch": torch.__version__,
