@@ -238,7 +238,10 @@ class Harness:
                     _cleanup(self.device)
         else:
             assert probe is not None
-            peaks = probe.measure(case, list(runners))
+            try:
+                peaks = probe.measure(case, list(runners))
+            except RuntimeError as e:  # the worker died (e.g. killed for memory); the next case starts another
+                peaks = {name: _failure(e) for name in runners}
         for name, peak in peaks.items():
             if isinstance(peak, int):
                 result.measurements[name].peak_extra_bytes = peak
@@ -264,7 +267,11 @@ def run(cases: list[Case], contenders: list[str], settings: Settings) -> Run:
         for case in cases:
             bar.set_postfix_str(case.name)
             late = settings.deadline_seconds is not None and time.perf_counter() - start > settings.deadline_seconds
-            outcome.results.append(harness.measure(case, probe, late))
+            try:
+                outcome.results.append(harness.measure(case, probe, late))
+            except Exception as e:  # e.g. no memory for the input itself: the case fails, the run goes on
+                failed = {n: Measurement("failed", _failure(e)) for n in names}
+                outcome.results.append(CaseResult(case, bytes_moved(case), failed))
             _cleanup(settings.device, case.input_bytes >= COLLECT_ABOVE_BYTES)
             bar.update()
         outcome.copy.append(copy_bandwidth(settings.device, settings.copy_bytes))

@@ -94,6 +94,10 @@ class MemoryProbe:
         self._env = {**os.environ, **MALLOC_ENV, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
 
     def __enter__(self) -> MemoryProbe:
+        self._start()
+        return self
+
+    def _start(self) -> None:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.memory", "--worker"], env=self._env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
@@ -101,7 +105,6 @@ class MemoryProbe:
             # reports and closes our stdin (ending the worker) instead of a traceback here.
             start_new_session=True,
         )
-        return self
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is not None:
@@ -116,8 +119,14 @@ class MemoryProbe:
     def measure(self, case: Case, contenders: Iterable[str]) -> dict[str, int | str]:
         """Peak extra bytes of each contender on ``case`` (or the error it raised, as text)."""
         assert self._proc is not None, "use MemoryProbe as a context manager"
-        self._proc.stdin.write(json.dumps({"case": case.to_dict(), "contenders": list(contenders)}) + "\n")
-        line = self._proc.stdout.readline()
+        if self._proc.poll() is not None:  # an earlier case killed it: start afresh
+            self._start()
+        try:
+            self._proc.stdin.write(json.dumps({"case": case.to_dict(), "contenders": list(contenders)}) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        except BrokenPipeError:
+            line = ""
         if not line:
             raise RuntimeError(f"memory worker died (exit code {self._proc.poll()})")
         return json.loads(line)

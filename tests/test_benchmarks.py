@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import kernels
-from benchmarks import figures, naive, report, targets
+from benchmarks import figures, harness, naive, report, targets
 from benchmarks.bandwidth import CopyBandwidth, bytes_moved
 from benchmarks.cases import Case, default_cases
-from benchmarks.contenders import CONTENDERS
+from benchmarks.contenders import CONTENDERS, Contender
 from benchmarks.harness import Budget, CaseResult, Measurement, Run, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +152,18 @@ def test_report_of_a_run_with_skipped_failed_and_missing_figures():
     assert speed.met is None and memory.measured == 0.5 and memory.met
     data = report.to_json(run)
     assert json.loads(json.dumps(data))["cases"][1]["results"][2]["memory_error"] == "MemoryError: "
+
+
+def test_harness_reports_a_failing_contender_and_goes_on(monkeypatch):
+    def broken(case, x):
+        raise RuntimeError("no kernel for you")
+
+    monkeypatch.setitem(CONTENDERS, "broken", Contender("broken", "raises", broken, lambda case: None))
+    settings = Settings(device="cpu", repeats=2, copy_bytes=1 << 20, budget_seconds=10.0, memory=False, progress=False)
+    cases = [Case("block_mask", (64, 64)), Case("block_norm", (64, 64))]
+    run = harness.run(cases, ["broken", "ours-torch", "reference"], settings)
+    first, second = (r.measurements for r in run.results)
+    assert first["broken"].status == "failed" and "no kernel for you" in first["broken"].reason
+    assert first["ours-torch"].status == "ok" and first["reference"].status == "ok" and len(first["ours-torch"].samples) >= 2
+    assert second["reference"].status == "n/a" and second["ours-torch"].status == "ok"
+    assert not run.interrupted and len(run.copy) == 2
