@@ -1,4 +1,4 @@
-"""What is measured: one operation on one tensor."""
+"""What is measured: one operation on one tensor, and the list of cases a run measures."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+OPS = ("block_norm", "block_mask", "sparsify")
 
 
 @dataclass(frozen=True)
 class Case:
     """One benchmark case. ``op`` is block_norm, block_mask or sparsify (fused mask-and-apply,
-    in place); ``data`` is "randn" or "ties" (a third of the rows all zero, small integers)."""
+    in place); ``data`` is "randn" or "ties" (a third of the rows all zero, small integers);
+    ``tag`` names what the tensor stands for (e.g. "embedding")."""
 
     op: str
     shape: tuple[int, ...]
@@ -23,6 +25,7 @@ class Case:
     norm: str = "L1"
     sparsity_level: float = 0.5
     data: str = "randn"
+    tag: str = ""
 
     @property
     def numel(self) -> int:
@@ -37,11 +40,26 @@ class Case:
         return self.numel * self.element_size
 
     @property
+    def block_size(self) -> int:
+        return self.block_shape[0] * self.block_shape[1]
+
+    @property
+    def n_blocks(self) -> int:
+        h, w = self.shape[0], math.prod(self.shape[1:])
+        return -(-h // self.block_shape[0]) * -(-w // self.block_shape[1])
+
+    @property
+    def mutates_input(self) -> bool:
+        """Does the operation write its input (so each timed call needs a fresh copy)?"""
+        return self.op == "sparsify"
+
+    @property
     def name(self) -> str:
         shape = "x".join(map(str, self.shape))
         extra = f" zpb={self.zeros_per_block}" if self.op != "block_norm" else ""
         ties = " ties" if self.data == "ties" else ""
-        return f"{self.op} {shape} {self.dtype} {self.norm}{extra}{ties}"
+        tag = f" ({self.tag})" if self.tag else ""
+        return f"{self.op} {shape} {self.dtype} {self.norm}{extra}{ties}{tag}"
 
     def make_input(self, device: str, seed: int = 0) -> torch.Tensor:
         g = torch.Generator(device=device).manual_seed(seed)
@@ -57,3 +75,43 @@ class Case:
     @classmethod
     def from_dict(cls, d: dict) -> Case:
         return cls(**{**d, "shape": tuple(d["shape"]), "block_shape": tuple(d["block_shape"])})
+
+
+# The operation variants every size is measured with: (op, zeros_per_block) for (1, 4) blocks.
+VARIANTS = (("block_norm", 4), ("block_mask", 4), ("block_mask", 2), ("sparsify", 4), ("sparsify", 2))
+SIZES = {"full": ((4096, 4096), (8192, 8192), (10_000, 10_000)), "quick": ((128, 128), (256, 256), (512, 512))}
+TABLE_ROWS = {"cuda": 10_000_000, "cpu": 1_000_000, "quick": 4096}
+TABLE_WIDTH = 64
+
+
+def default_cases(device: str, quick: bool = False, matrix: str = "axes") -> list[Case]:
+    """The cases of one run, in the order they are measured.
+
+    ``matrix="axes"`` (the default) varies one thing at a time around fp32 L1: every
+    variant of ``VARIANTS`` at each size (4096^2, 8192^2 and 1e8 elements as 10,000^2),
+    then an embedding table (rows x 64: 10M rows on a GPU, 1M on CPU) with block_mask and
+    sparsify, one all-ties table (a third of the rows all zero, the rest small integers),
+    and last every variant in L2 and in bf16 at the middle size. ``matrix="full"`` takes
+    the full product of variants, norms, dtypes and sizes instead (60 cases, plus the
+    tables). ``quick`` shrinks every size so that a CPU run takes seconds.
+    """
+    if matrix not in ("axes", "full"):
+        raise ValueError(f"matrix must be 'axes' or 'full'; got {matrix!r}")
+    sizes = SIZES["quick" if quick else "full"]
+    rows = TABLE_ROWS["quick" if quick else ("cuda" if device == "cuda" else "cpu")]
+    table = (rows, TABLE_WIDTH)
+
+    def variants(shape: tuple[int, ...], dtype: str = "fp32", norm: str = "L1") -> list[Case]:
+        return [Case(op, shape, dtype, zeros_per_block=zpb, norm=norm) for op, zpb in VARIANTS]
+
+    if matrix == "full":
+        grid = [c for shape in sizes for dtype in ("fp32", "bf16") for norm in ("L1", "L2") for c in variants(shape, dtype, norm)]
+    else:
+        grid = [c for shape in sizes for c in variants(shape)]
+    tables = [
+        Case("block_mask", table, tag="embedding"),
+        Case("sparsify", table, tag="embedding"),
+        Case("block_mask", table, zeros_per_block=2, data="ties", tag="all-zero rows"),
+    ]
+    axes = [] if matrix == "full" else variants(sizes[1], norm="L2") + variants(sizes[1], dtype="bf16")
+    return grid + tables + axes

@@ -1,7 +1,12 @@
-"""Median wall time of a call: CUDA events with the L2 cache flushed on a GPU
-(``triton.testing.do_bench``), ``time.perf_counter`` on the CPU. Contenders are timed in
-alternation, round by round, so a machine that speeds up or slows down during the run
-affects every contender alike."""
+"""Median wall time of a call.
+
+On the CPU, ``time.perf_counter`` around each call, the contenders timed in alternation,
+round by round, so a machine that speeds up or slows down during the run affects every
+contender alike. On a GPU, CUDA events around each call after warm-up, with the L2 cache
+flushed before every timed call (what ``triton.testing.do_bench`` does; written out here
+so that an untimed ``setup``, such as restoring an input that the call overwrites, can run
+before each call).
+"""
 
 from __future__ import annotations
 
@@ -11,30 +16,66 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+Call = Callable[[], object]
+# Zeroing this buffer evicts everything else from a GPU's L2 cache (H100/H200: 50 MB).
+L2_FLUSH_BYTES = 256 << 20
 
-def _cpu_once(run: Callable[[], object]) -> float:
+
+def _nothing() -> None:
+    pass
+
+
+def _cpu_once(run: Call, setup: Call) -> float:
+    setup()
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
 
 
-def _cuda_median(run: Callable[[], object], repeats: int) -> float:
-    import triton.testing
-
-    return triton.testing.do_bench(run, warmup=25, rep=max(25, 5 * repeats), return_mode="median") / 1e3
-
-
-def median_seconds(runs: Sequence[Callable[[], object]], device: str, repeats: int = 5) -> list[float]:
-    """Median seconds per call of each run, measured in alternation after one warm-up each."""
-    if device == "cuda":
-        return [_cuda_median(run, repeats) for run in runs]
-    for run in runs:
+def _cuda_samples(run: Call, setup: Call, repeats: int, warmup: int) -> list[float]:
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
+    for _ in range(warmup):
+        setup()
         run()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    for start, end in zip(starts, ends, strict=True):
+        setup()
+        flush.zero_()
+        start.record()
+        run()
+        end.record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends, strict=True)]
+
+
+def sample_seconds(
+    runs: Sequence[Call], device: str, repeats: int = 5, setup: Call | None = None, warmup: int = 1
+) -> list[list[float]]:
+    """Seconds of each of ``repeats`` calls of each run, after ``warmup`` untimed calls of each.
+
+    ``setup`` (untimed) runs before every call, warm-ups included.
+    """
+    setup = setup or _nothing
+    if device == "cuda":
+        return [_cuda_samples(run, setup, repeats, max(1, warmup)) for run in runs]
+    for _ in range(warmup):
+        for run in runs:
+            setup()
+            run()
     samples: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
         for i, run in enumerate(runs):
-            samples[i].append(_cpu_once(run))
-    return [statistics.median(s) for s in samples]
+            samples[i].append(_cpu_once(run, setup))
+    return samples
+
+
+def median_seconds(
+    runs: Sequence[Call], device: str, repeats: int = 5, setup: Call | None = None, warmup: int = 1
+) -> list[float]:
+    """Median seconds per call of each run (see ``sample_seconds``)."""
+    return [statistics.median(s) for s in sample_seconds(runs, device, repeats, setup, warmup)]
 
 
 def synchronize(device: str) -> None:

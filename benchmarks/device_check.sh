@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The one script to run on a lent GPU machine (torch, triton, lightning, pytest-benchmark;
+# no network): install this project, run the CUDA tests, then the benchmark harness at full
+# size, everything written flat under $OUT (7 files), in under 5 minutes on an H200.
+#
+#   OUT=/some/dir benchmarks/device_check.sh        # on the GPU machine
+#   PYTHON=.venv/bin/python benchmarks/device_check.sh   # dry run on a CPU: $OUT defaults
+#                                                    # to ./out/device_check, harness --quick
+# Files: env.txt (GPU, versions), steps.log (each step, its time and exit code, pip's output),
+# tests.txt (pytest), bench.md (the table), bench.json, bench.png, bench.log (harness stderr).
+# Each step is bounded in time; a step that fails is logged and the next one still runs.
+# BLOCKSPARSE_COMMIT names the commit where the tree is not a git checkout.
+# TOTAL_SECONDS (default 270; a step may overrun its limit by 15 s) is the whole script's time budget.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-out/device_check}"
+mkdir -p "$OUT"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+TOTAL="${TOTAL_SECONDS:-270}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # imports work even if the install fails
+export BLOCKSPARSE_COMMIT="${BLOCKSPARSE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+LOG="$OUT/steps.log"
+: > "$LOG"
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit (SIGINT first: pytest and the harness report what they have)
+    local name=$1 limit=$2 start=$SECONDS rc
+    shift 2
+    echo "== $name (limit ${limit}s) at +$((SECONDS))s: $*" >> "$LOG"
+    timeout -s INT -k 15 "$limit" "$@"
+    rc=$?
+    echo "== $name: exit $rc after $((SECONDS - start))s" >> "$LOG"
+    return $rc
+}
+
+{
+    nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+    "$PY" - <<'EOF'
+import importlib.metadata as md, platform, torch
+print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA", torch.version.cuda,
+      "| GPU", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
+for p in ("triton", "lightning", "pytest", "pytest-benchmark", "matplotlib", "tqdm", "hypothesis"):
+    try:
+        print(p, md.version(p))
+    except md.PackageNotFoundError:
+        print(p, "not installed")
+EOF
+    echo "commit $BLOCKSPARSE_COMMIT"
+} > "$OUT/env.txt" 2>&1
+
+HAS_CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+
+# 1. Install: offline, so fall back to the build tools already installed.
+step install 60 "$PY" -m pip install --no-deps -e . >> "$LOG" 2>&1 \
+    || step install-no-build-isolation 60 "$PY" -m pip install --no-deps --no-build-isolation -e . >> "$LOG" 2>&1
+
+# 2. The CUDA tests (they skip without a GPU), and the Triton backend's tests, which run on the GPU there.
+if [ "$HAS_CUDA" = 1 ]; then
+    TESTS=(tests/test_cuda.py tests/test_package.py tests/test_triton_backend.py tests/test_api_errors.py)
+    TEST_LIMIT=110
+else
+    TESTS=(tests/test_cuda.py tests/test_package.py)
+    TEST_LIMIT=60
+fi
+step tests "$TEST_LIMIT" "$PY" -m pytest -q -rfEs -p no:cacheprovider "${TESTS[@]}" > "$OUT/tests.txt" 2>&1
+
+# 3. The harness, in the time left: no new case after the deadline; SIGINT at the limit still writes the report.
+LEFT=$((TOTAL - SECONDS - 5))
+BENCH_ARGS=(--no-progress --deadline $((LEFT > 120 ? LEFT - 60 : LEFT / 2)) --json "$OUT/bench.json" --plot "$OUT/bench.png")
+[ "$HAS_CUDA" = 1 ] || BENCH_ARGS+=(--quick)
+step bench "$LEFT" "$PY" -m benchmarks "${BENCH_ARGS[@]}" > "$OUT/bench.md" 2> "$OUT/bench.log"
+
+echo "== done in ${SECONDS}s; files: $(cd "$OUT" && ls | tr '\n' ' ')" >> "$LOG"
+tail -n 1 "$LOG"
