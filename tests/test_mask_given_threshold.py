@@ -79,7 +79,12 @@ def test_reduce_hook_selects_over_the_union(backend):
     twice = torch.cat([scores, scores])
     for k in (1, 9, 32, 33, 63):
         passes = []
-        doubled = impl.select_threshold(scores, k, lambda h: passes.append(1) or h * 2)
+
+        def double(h, passes=passes):
+            passes.append(1)
+            return h * 2
+
+        doubled = impl.select_threshold(scores, k, double)
         expected = impl.select_threshold(twice, k)
         assert len(passes) == 3  # every pass is reduced
         assert (int(doubled.bits), int(doubled.ties_pruned)) == (int(expected.bits), int(expected.ties_pruned))
