@@ -13,6 +13,7 @@ shards of DTensor masks once each) with at most one all-reduce and one host sync
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 from collections.abc import Mapping
 
@@ -59,7 +60,8 @@ def mask_fingerprint(masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
     parts = []
     for m in masks.values():
         local = _local(m)
-        z = (~local.bool()).reshape(local.shape[0] if local.dim() else 1, -1).to(torch.int64)
+        rows, cols = (local.shape[0], math.prod(local.shape[1:])) if local.dim() else (1, 1)
+        z = (~local.bool()).reshape(rows, cols).to(torch.int64)
         rows = torch.arange(1, z.shape[0] + 1, device=z.device)
         cols = torch.arange(1, z.shape[1] + 1, device=z.device)
         parts.append(torch.stack([z.sum(), (z.sum(1) * rows).sum(), (z.sum(0) * cols).sum()]))

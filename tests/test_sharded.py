@@ -43,7 +43,7 @@ def test_every_sharded_result_equals_the_unsharded_one(ranks):
     for rank in ranks:
         assert rank["failures"] == []
         counts = rank["counts"]
-        assert counts["block_mask"] >= 1000 and counts["fully_shard"] >= 200
+        assert counts["block_mask"] >= 800 and counts["fully_shard"] >= 200
         for topic in ("block_norm", "sparsify", "apply_mask", "block_norm_placement", "replicate", "sparsifier_mask",
                       "sparsifier_data", "sparsifier_state", "sparsifier_nan", "squash"):
             assert counts[topic] > 0, topic
