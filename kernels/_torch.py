@@ -117,6 +117,15 @@ def _count_into(hist: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor | 
     hist.index_add_(0, bins, weights.reshape(-1))
 
 
+def _count_matching(hist: torch.Tensor, bins: torch.Tensor, match: torch.Tensor) -> None:
+    """hist[b] += 1 for each b in ``bins`` where ``match``, without a device sync (on the CPU
+    the others go to an extra bin, dropped: bincount's fast path)."""
+    if bins.device.type == "cpu":
+        hist += torch.bincount(torch.where(match, bins, hist.numel()).reshape(-1), minlength=hist.numel() + 1)[:-1]
+    else:
+        _count_into(hist, bins, match.to(hist.dtype))
+
+
 def _in_block_keep(v: torch.Tensor, nr: int, nc: int, bh: int, bw: int, zeros_per_block: int) -> torch.Tensor:
     """Keep-if-pruned map of one chunk, (nr*bh, nc*bw): False for the ``zeros_per_block``
     smallest |x| of each block (``v`` is |x| of the chunk)."""
@@ -228,9 +237,12 @@ def digit_histogram(scores: torch.Tensor, prefix: torch.Tensor, shift: int, bits
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
         chunk = flat[start : start + CHUNK_ELEMENTS]
         digit = (chunk >> shift) & ((1 << bits) - 1)
-        # Every score adds to its bin, those outside the prefix add 0: no hot bin, no
-        # data-dependent shapes. Below bit 31 (the sign, always 0) every score matches.
-        _count_into(hist, digit, None if top >= 31 else ((chunk >> top) == (prefix >> top)).to(torch.int64))
+        # Only scores with the prefix count, without data-dependent shapes. Above bit 30
+        # (bit 31 is the sign, always 0) every score matches.
+        if top >= 31:
+            _count_into(hist, digit)
+        else:
+            _count_matching(hist, digit, (chunk >> top) == (prefix >> top))
     return hist
 
 
