@@ -120,7 +120,7 @@ def layout(x: DTensor) -> Layout:
     size = x.device_mesh.size(mesh_dim)
     starts, lengths = zip(*chunk_split(x.shape[dim], size), strict=True)
     rank = x.device_mesh.get_local_rank(mesh_dim)
-    local_shape = tuple(x._local_tensor.shape)
+    local_shape = tuple(x.to_local().shape)
     expected = tuple(lengths[rank] if d == dim else s for d, s in enumerate(x.shape))
     if local_shape != expected:
         raise ValueError(

@@ -99,3 +99,17 @@ def test_prune_none_and_all_thresholds(backend):
     every = _torch.Threshold(torch.full((), _torch.PRUNE_ALL_BITS, dtype=torch.int32), torch.zeros((), dtype=torch.int32))
     assert impl.block_mask_given(x, scores, none, None, (1, 4), 4, "L1").all()
     assert not impl.block_mask_given(x, scores, every, None, (1, 4), 4, "L1").any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shard_owning_no_scores_still_takes_part(backend):
+    impl = _impl(backend)
+    seen = []
+
+    def reduce(h):
+        seen.append(h.clone())
+        return h + 1  # the other ranks' counts
+
+    threshold = impl.select_threshold(torch.empty(0, dtype=torch.float32), 3, reduce)
+    assert len(seen) == 3 and all(int(h.sum()) == 0 for h in seen)
+    assert int(threshold.bits) == 2 << 20  # the third of the bins, one count each, at the first digit

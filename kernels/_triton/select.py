@@ -78,9 +78,10 @@ def radix_state(scores: torch.Tensor, k: int, reduce: Callable[[torch.Tensor], t
     start = 0
     for shift, bits in RADIX_DIGITS:
         part = hist[start : start + (1 << bits)]
-        _radix_histogram_kernel[(_config.select_grid(n),)](
-            scores, n, state, part, SHIFT=shift, BITS=bits, TILE=_config.SELECT_TILE, **_config.LAUNCH_OPTIONS
-        )
+        if n:  # a shard may own no scores, and still takes part in the reduction
+            _radix_histogram_kernel[(_config.select_grid(n),)](
+                scores, n, state, part, SHIFT=shift, BITS=bits, TILE=_config.SELECT_TILE, **_config.LAUNCH_OPTIONS
+            )
         if reduce is not None:
             part = reduce(part).to(torch.int32).contiguous()
         _radix_pick_kernel[(1,)](part, state, SHIFT=shift, BITS=bits, **_config.LAUNCH_OPTIONS)
