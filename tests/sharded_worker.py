@@ -1,6 +1,8 @@
 """Sharded (DTensor / FSDP2) kernels and sparsifier on 2 CPU processes (gloo), against the
 same calls on the unsharded tensors, bit for bit. Each rank writes what it checked and
-every mismatch to OUT_DIR/rank<r>.json. Usage: python tests/sharded_worker.py OUT_DIR PORT"""
+every mismatch to OUT_DIR/rank<r>.json. With ``cuda``: 2 GPUs (NCCL), the sharded calls
+on the default backend (Triton) against the torch backend on the whole tensors.
+Usage: python tests/sharded_worker.py OUT_DIR PORT [cpu|cuda]"""
 
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from sparsity import DataNormSparsifier
 from sparsity.distributed import assert_masks_agree, count_zeros, disagreeing_masks
 
 WORLD = 2
+DEVICE = sys.argv[3] if len(sys.argv) > 3 else "cpu"
+BACKEND = "torch" if DEVICE == "cpu" else "auto"  # what the sharded calls run; expected: always torch
 SHAPES = [(5, 12), (7, 9), (1, 10), (2, 10), (9, 3, 2), (13,), (6, 8)]  # uneven, a rank with 0 or 1 rows, N-D, 1-D
 BLOCKS = [(1, 4), (2, 2), (3, 5), (4, 4)]  # blocks that straddle shard boundaries, and longer than a shard
 LEVELS = [0.0, 0.3, 0.5, 1.0]
@@ -51,7 +55,7 @@ def data(shape, seed: int, kind: str, dtype=torch.float32) -> torch.Tensor:
         x.reshape(x.shape[0], -1)[: max(1, x.shape[0] // 3)] = 0
     else:
         x = torch.randn(shape, generator=g)
-    return x.to(dtype)
+    return x.to(dtype=dtype, device=DEVICE)
 
 
 def check_kernels(checks: Checks, mesh) -> None:
@@ -67,18 +71,18 @@ def check_kernels(checks: Checks, mesh) -> None:
             for level, zpb in itertools.product(LEVELS, (None, 1) if seed % 3 else (None, bs[0] * bs[1] - 1)):
                 norm = ("L1", "L2")[(seed + int(level * 10)) % 2]
                 expected = kernels.block_mask(x, level, bs, zpb, norm, backend="torch")
-                got = kernels.block_mask(d, level, bs, zpb, norm, backend="torch")
+                got = kernels.block_mask(d, level, bs, zpb, norm, backend=BACKEND)
                 checks.check("block_mask", got.placements == d.placements and torch.equal(got.full_tensor(), expected),
                              (*case, level, zpb, norm))
             expected = kernels.block_norm(x, bs, "L2", backend="torch")
-            got = kernels.block_norm(d, bs, "L2", backend="torch")
+            got = kernels.block_norm(d, bs, "L2", backend=BACKEND)
             checks.check("block_norm", torch.equal(got.full_tensor(), expected), case)
-            sparse, mask = kernels.sparsify(d, 0.5, bs, 1, backend="torch")
+            sparse, mask = kernels.sparsify(d, 0.5, bs, 1, backend=BACKEND)
             expected_sparse, expected_mask = kernels.sparsify(x, 0.5, bs, 1, backend="torch")
             checks.check("sparsify", torch.equal(mask.full_tensor(), expected_mask)
                          and torch.equal(sparse.full_tensor(), expected_sparse), case)
-            applied = kernels.apply_mask(d, mask, backend="torch")
-            kernels.apply_mask(d, mask, inplace=True, backend="torch")
+            applied = kernels.apply_mask(d, mask, backend=BACKEND)
+            kernels.apply_mask(d, mask, inplace=True, backend=BACKEND)
             checks.check("apply_mask", torch.equal(applied.full_tensor(), expected_sparse)
                          and torch.equal(d.full_tensor(), expected_sparse), case)
     # block_norm's placement: sharded like the data where block boundaries are shard boundaries
@@ -101,14 +105,14 @@ def check_fully_shard(checks: Checks, mesh) -> None:
 
     for placement in (None, Shard(1)):  # fully_shard shards dim 1 evenly only
         torch.manual_seed(3)
-        model = nn.Sequential(nn.Linear(10, 7), nn.Linear(12, 3), nn.Embedding(9, 6))
+        model = nn.Sequential(nn.Linear(10, 7), nn.Linear(12, 3), nn.Embedding(9, 6)).to(DEVICE)
         reference = copy.deepcopy(model)
         fully_shard(model, mesh=mesh, shard_placement_fn=None if placement is None else (lambda p: Shard(p.dim() - 1)))
         for (name, p), (_, ref) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
             for bs, level, zpb in itertools.product(BLOCKS, (0.0, 0.5, 1.0), (None, 2)):
                 zpb = min(zpb or bs[0] * bs[1], bs[0] * bs[1])
-                expected = kernels.block_mask(ref.detach(), level, bs, zpb, "L1")
-                got = kernels.block_mask(p.detach(), level, bs, zpb, "L1")
+                expected = kernels.block_mask(ref.detach(), level, bs, zpb, "L1", backend="torch")
+                got = kernels.block_mask(p.detach(), level, bs, zpb, "L1", backend=BACKEND)
                 checks.check("fully_shard", torch.equal(got.full_tensor(), expected), (name, p.placements, bs, level, zpb))
 
 
@@ -117,21 +121,21 @@ def check_sparsifier(checks: Checks, mesh) -> None:
 
 
     torch.manual_seed(4)
-    model = nn.Sequential(nn.Linear(13, 11), nn.Linear(11, 5), nn.Embedding(7, 12))
+    model = nn.Sequential(nn.Linear(13, 11), nn.Linear(11, 5), nn.Embedding(7, 12)).to(DEVICE)
     with torch.no_grad():
         model[2].weight[1:3] = 0.0  # tied scores
     reference = copy.deepcopy(model)
     fully_shard(model, mesh=mesh)
 
-    def sparsifier(m: nn.Module) -> DataNormSparsifier:
-        s = DataNormSparsifier(sparsity_level=0.5, sparse_block_shape=(2, 2), zeros_per_block=3, norm="L2", backend="torch")
+    def sparsifier(m: nn.Module, backend: str) -> DataNormSparsifier:
+        s = DataNormSparsifier(sparsity_level=0.5, sparse_block_shape=(2, 2), zeros_per_block=3, norm="L2", backend=backend)
         s.add_data("fc0", m[0].weight)
         s.add_data("fc1", m[1].weight, sparse_block_shape=(3, 5), zeros_per_block=None, sparsity_level=1.0)
         s.add_data("embed", m[2], sparse_block_shape=(1, 4), sparsity_level=0.5)
         s.add_data("bias", m[0].bias, sparse_block_shape=(1, 4), sparsity_level=0.0)
         return s
 
-    sharded, plain = sparsifier(model), sparsifier(reference)
+    sharded, plain = sparsifier(model, BACKEND), sparsifier(reference, "torch")
     sharded.step()
     plain.step()
     for name in plain.data_groups:
@@ -173,7 +177,7 @@ def check_sparsifier(checks: Checks, mesh) -> None:
 def check_refusals(checks: Checks, mesh) -> None:
 
     x = data((6, 4, 4), 0, "random")
-    mesh2 = init_device_mesh("cpu", (WORLD, 1))
+    mesh2 = init_device_mesh(DEVICE, (WORLD, 1))
     cases = {
         "Shard(2)": distribute_tensor(x, mesh, [Shard(2)], src_data_rank=None),
         "Partial": DTensor.from_local(x, mesh, [Partial()], run_check=False),
@@ -192,8 +196,8 @@ def check_agreement(checks: Checks, mesh) -> None:
 
 
     rank = dist.get_rank()
-    same = torch.arange(48).reshape(6, 8) % 3 == 0
-    differs = torch.arange(48).reshape(6, 8) % (3 + rank) == 0
+    same = torch.arange(48, device=DEVICE).reshape(6, 8) % 3 == 0
+    differs = torch.arange(48, device=DEVICE).reshape(6, 8) % (3 + rank) == 0
     sharded = distribute_tensor(same, mesh, [Shard(0)], src_data_rank=None)
     one_row = distribute_tensor(same[:1], mesh, [Shard(0)], src_data_rank=None)  # rank 1 holds nothing
     replicas = DTensor.from_local(differs, mesh, [Replicate()], run_check=False)
@@ -217,7 +221,7 @@ def measure_traffic(checks: Checks, mesh) -> dict:
         x = data(shape, 7, "random")
         d = distribute_tensor(x, mesh, [Shard(dim)], src_data_rank=None)
         with count_traffic() as traffic:
-            kernels.block_mask(d, 0.5, bs, backend="torch")
+            kernels.block_mask(d, 0.5, bs, backend=BACKEND)
         out[f"{shape}/{bs}/Shard({dim})"] = {"calls": traffic.calls, "bytes": traffic.bytes,
                                              "param_bytes": x.numel() * x.element_size()}
     return out
@@ -226,9 +230,11 @@ def measure_traffic(checks: Checks, mesh) -> dict:
 def run(rank: int, out_dir: str, port: str) -> None:
     warnings.filterwarnings("ignore")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    if DEVICE == "cuda":
+        torch.cuda.set_device(rank)
+    dist.init_process_group("gloo" if DEVICE == "cpu" else "nccl", rank=rank, world_size=WORLD)
 
-    mesh = init_device_mesh("cpu", (WORLD,))
+    mesh = init_device_mesh(DEVICE, (WORLD,))
     checks, traffic = Checks(), {}
     try:
         for step in (check_kernels, check_fully_shard, check_sparsifier, check_refusals, check_agreement):
@@ -242,4 +248,4 @@ def run(rank: int, out_dir: str, port: str) -> None:
 
 
 if __name__ == "__main__":
-    mp.spawn(run, args=(sys.argv[1], sys.argv[2]), nprocs=WORLD)
+    mp.spawn(run, args=(sys.argv[1], sys.argv[2]), nprocs=WORLD)  # DEVICE is read from argv by each process

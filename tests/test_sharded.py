@@ -26,16 +26,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharded")
+def _run(out: Path, device: str) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     env.pop("TRITON_INTERPRET", None)
     done = subprocess.run(
-        [sys.executable, "-X", "faulthandler", str(ROOT / "tests" / "sharded_worker.py"), str(out), str(_free_port())],
+        [sys.executable, "-X", "faulthandler", str(ROOT / "tests" / "sharded_worker.py"), str(out), str(_free_port()), device],
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[:2000] + "\n...\n" + done.stderr[-4000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("sharded"), "cpu")
 
 
 @pytest.mark.slow
@@ -69,3 +72,10 @@ def test_bytes_communicated(ranks):
     # 62 rows split 31 + 31 cut a block row: one all-gather of each rank's first and last 3 rows
     assert traffic["(62, 64)/(4, 4)/Shard(0)"] == {"calls": 5, "bytes": histograms + 2 * 4 + 2 * 6 * 64 * 4,
                                                    "param_bytes": 62 * 64 * 4}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_on_two_gpus_with_nccl_and_triton(tmp_path):
+    for rank in _run(tmp_path, "cuda"):
+        assert rank["failures"] == [] and rank["counts"]["block_mask"] >= 800
