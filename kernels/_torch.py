@@ -422,7 +422,8 @@ def block_mask_given(
         for r0, r1, c0, c1 in _chunks(x.shape[0], x.shape[1], bh, bw):
             magnitude = _elements(x, r0, r1, c0, c1, bh, bw).float().abs()
             _write_in_block_keep((mask, zeros_per_block), magnitude, (r0, r1, c0, c1), block_shape)
-    return keep_mask(x, PrunedBlocks(scores, 1, threshold, row_ties), block_shape, zeros_per_block, mask)
+    blocks = PrunedBlocks(scores, 1, threshold, row_ties)  # k only matters without a threshold
+    return keep_mask(x, blocks, block_shape, zeros_per_block, mask)
 
 
 def block_norm(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, torch.Tensor]:
