@@ -17,13 +17,17 @@ Bit-exactness with the Triton backend rests on three shared definitions:
 * the ``k`` pruned blocks are those below the ``k``-th smallest score plus the
   lowest-index blocks equal to it, found by an exact radix selection on the score bits
   (non-negative floats order like their bit patterns);
+* the selection can be made elsewhere (over every shard of a larger tensor, see
+  ``kernels._sharded``) and handed in: ``select_threshold`` sums each radix pass's
+  histogram through a ``reduce`` hook, and ``block_mask_given`` builds the mask from a
+  given ``Threshold`` and per-block-row tie offsets;
 * inside a pruned block, elements are ranked by ``|x|`` (ties: row-major order) and
   the ``zeros_per_block`` lowest are zeroed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -34,7 +38,12 @@ CHUNK_ELEMENTS = 1 << 20
 PAIRWISE_RANK_MAX = 16
 # Radix selection: scores are >= +0, so the sign bit is clear and the high 16 bits are < 2**15.
 HIGH_BINS = 1 << 15
-LOW_BINS = 1 << 16
+# (shift, bits) of each radix digit, most significant first. One process: two 16-bit passes,
+# the first counted while scoring. Shards: three small digits (4096 counts in all), since
+# every pass's histogram is summed over the shards.
+DIGITS = ((16, 15), (0, 16))
+COMPACT_DIGITS = ((20, 11), (10, 10), (0, 10))
+PRUNE_ALL_BITS = 0x7FFFFFFF  # above +inf's bits: a threshold below which every score lies
 # Integer types as wide as 1, 2, 4 or 8 bools: a whole (1, bw) block of a mask in one word.
 _LANES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -108,6 +117,15 @@ def _count_into(hist: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor | 
     hist.index_add_(0, bins, weights.reshape(-1))
 
 
+def _count_matching(hist: torch.Tensor, bins: torch.Tensor, match: torch.Tensor) -> None:
+    """hist[b] += 1 for each b in ``bins`` where ``match``, without a device sync (on the CPU
+    the others go to an extra bin, dropped: bincount's fast path)."""
+    if bins.device.type == "cpu":
+        hist += torch.bincount(torch.where(match, bins, hist.numel()).reshape(-1), minlength=hist.numel() + 1)[:-1]
+    else:
+        _count_into(hist, bins, match.to(hist.dtype))
+
+
 def _in_block_keep(v: torch.Tensor, nr: int, nc: int, bh: int, bw: int, zeros_per_block: int) -> torch.Tensor:
     """Keep-if-pruned map of one chunk, (nr*bh, nc*bw): False for the ``zeros_per_block``
     smallest |x| of each block (``v`` is |x| of the chunk)."""
@@ -179,10 +197,20 @@ def block_scores(
         if hist is not None:
             _count_into(hist, out.view(torch.int32) >> 16)
         if in_block_keep is not None:
-            mask, z = in_block_keep
-            keep = _in_block_keep(magnitude, nr, nc, bh, bw, z)
-            _elements(mask, r0, r1, c0, c1, bh, bw).copy_(keep[: xc.shape[0], : xc.shape[1]])
+            _write_in_block_keep(in_block_keep, magnitude, (r0, r1, c0, c1), block_shape)
     return scores, bad, hist
+
+
+def _write_in_block_keep(
+    in_block_keep: tuple[torch.Tensor, int], magnitude: torch.Tensor, chunk: tuple[int, int, int, int],
+    block_shape: tuple[int, int],
+) -> None:
+    """Write one chunk's keep-if-pruned map into ``mask`` (``in_block_keep = (mask, z)``)."""
+    mask, z = in_block_keep
+    r0, r1, c0, c1 = chunk
+    bh, bw = block_shape
+    keep = _in_block_keep(magnitude, r1 - r0, c1 - c0, bh, bw, z)
+    _elements(mask, r0, r1, c0, c1, bh, bw).copy_(keep[: magnitude.shape[0], : magnitude.shape[1]])
 
 
 class Threshold(NamedTuple):
@@ -200,26 +228,67 @@ def _first_reaching(counts: torch.Tensor, k: torch.Tensor | int) -> tuple[torch.
     return b, k.squeeze(0) - (cum[b] - counts[b])
 
 
-def kth_smallest(scores: torch.Tensor, k: int, high_histogram: torch.Tensor) -> Threshold:
-    """Exact k-th smallest (1-based) score by two 16-bit radix passes: no sort, no sync."""
-    b1, k2 = _first_reaching(high_histogram, k)
-    low = torch.zeros(LOW_BINS, dtype=torch.int64, device=scores.device)
+def digit_histogram(scores: torch.Tensor, prefix: torch.Tensor, shift: int, bits: int) -> torch.Tensor:
+    """Counts (int64) of the ``bits``-bit digit at ``shift`` of the scores whose bits above
+    it equal ``prefix``'s."""
+    hist = torch.zeros(1 << bits, dtype=torch.int64, device=scores.device)
     flat = scores.reshape(-1).view(torch.int32)
+    top = shift + bits
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
-        bits = flat[start : start + CHUNK_ELEMENTS]
-        # Every score adds to its low-16-bit bin, those outside the chosen high bin add 0:
-        # no hot bin, no data-dependent shapes.
-        _count_into(low, bits & 0xFFFF, ((bits >> 16) == b1).to(torch.int64))
-    b2, ties_pruned = _first_reaching(low, k2)
-    return Threshold((b1 << 16) | b2, ties_pruned)
+        chunk = flat[start : start + CHUNK_ELEMENTS]
+        digit = (chunk >> shift) & ((1 << bits) - 1)
+        # Only scores with the prefix count, without data-dependent shapes. Above bit 30
+        # (bit 31 is the sign, always 0) every score matches.
+        if top >= 31:
+            _count_into(hist, digit)
+        else:
+            _count_matching(hist, digit, (chunk >> top) == (prefix >> top))
+    return hist
+
+
+def kth_smallest(
+    scores: torch.Tensor,
+    k: int,
+    first_histogram: torch.Tensor | None = None,
+    digits: tuple[tuple[int, int], ...] = DIGITS,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Threshold:
+    """Exact k-th smallest (1-based) score by radix passes over ``digits``: no sort, no sync.
+
+    ``first_histogram`` is the first pass's, when already counted. ``reduce`` (say, an
+    all-reduce over the shards of a larger score set) sums each pass's histogram before
+    its digit is picked, so the result is the k-th smallest of the union.
+    """
+    prefix = torch.zeros((), dtype=torch.int32, device=scores.device)
+    left: torch.Tensor | int = k
+    for i, (shift, bits) in enumerate(digits):
+        hist = first_histogram if i == 0 and first_histogram is not None else digit_histogram(scores, prefix, shift, bits)
+        if reduce is not None:
+            hist = reduce(hist)
+        digit, left = _first_reaching(hist, left)
+        prefix = prefix | (digit.to(torch.int32) << shift)
+    return Threshold(prefix, left)
+
+
+def select_threshold(
+    scores: torch.Tensor, k: int, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> Threshold:
+    """The ``Threshold`` pruning the ``k`` lowest scores (``0 < k <=`` their number, or, with
+    ``reduce``, the number of scores over all shards), by the compact 11/10/10-bit digits."""
+    return kth_smallest(scores, k, None, COMPACT_DIGITS, reduce)
 
 
 class PrunedBlocks:
     """Which blocks are pruned, handed out chunk by chunk in flat block order: those below
-    the threshold, and the lowest-index ones equal to it."""
+    the threshold, and the lowest-index ones equal to it.
 
-    def __init__(self, scores: torch.Tensor, k: int, threshold: Threshold | None):
-        self.scores, self.k, self.threshold = scores, k, threshold
+    A block's tie rank is the running count of blocks equal to the threshold, plus
+    ``row_ties[block row]`` where given: the ties before it that this score grid does
+    not hold (a shard's grid within a larger one).
+    """
+
+    def __init__(self, scores: torch.Tensor, k: int, threshold: Threshold | None, row_ties: torch.Tensor | None = None):
+        self.scores, self.k, self.threshold, self.row_ties = scores, k, threshold, row_ties
         self._ties_before = torch.zeros((), dtype=torch.int32, device=scores.device)
 
     @classmethod
@@ -239,6 +308,8 @@ class PrunedBlocks:
         equal = bits == t
         tie_rank = equal.reshape(-1).cumsum(0, dtype=torch.int32).reshape(s.shape) + self._ties_before
         self._ties_before = tie_rank[-1, -1]
+        if self.row_ties is not None:
+            tie_rank = tie_rank + self.row_ties[r0:r1, None]
         return (bits < t) | (equal & (tie_rank <= self.threshold.ties_pruned))  # tie_rank is 1-based
 
     def all(self) -> torch.Tensor:
@@ -331,6 +402,28 @@ def block_mask(
     scores, bad, hist = block_scores(x, block_shape, norm, high_histogram=select, in_block_keep=in_block)
     blocks = PrunedBlocks.select(scores, k if zeros_per_block > 0 else 0, hist)
     return keep_mask(x, blocks, block_shape, zeros_per_block, mask), bad
+
+
+def block_mask_given(
+    x: torch.Tensor,
+    scores: torch.Tensor,
+    threshold: Threshold,
+    row_ties: torch.Tensor | None,
+    block_shape: tuple[int, int],
+    zeros_per_block: int,
+    norm: str,
+) -> torch.Tensor:
+    """Bool keep-mask of ``x`` given its block ``scores`` and a ``threshold`` selected
+    elsewhere (``Threshold(0, 0)`` prunes nothing, ``Threshold(PRUNE_ALL_BITS, 0)`` every
+    block); ``row_ties`` as ``PrunedBlocks``. ``norm`` is unused: the scores are given."""
+    bh, bw = block_shape
+    mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    if 0 < zeros_per_block < bh * bw:
+        for r0, r1, c0, c1 in _chunks(x.shape[0], x.shape[1], bh, bw):
+            magnitude = _elements(x, r0, r1, c0, c1, bh, bw).float().abs()
+            _write_in_block_keep((mask, zeros_per_block), magnitude, (r0, r1, c0, c1), block_shape)
+    blocks = PrunedBlocks(scores, 1, threshold, row_ties)  # k only matters without a threshold
+    return keep_mask(x, blocks, block_shape, zeros_per_block, mask)
 
 
 def block_norm(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,13 +4,19 @@ Every function here validates all of its arguments before it touches data, so ba
 raises ``TypeError``/``ValueError`` naming the argument and leaves the data unchanged.
 Non-finite data is detected inside the same pass that reads it; the functions sync with
 the device at most once, at the end, to raise.
+
+``DTensor`` data (sharded by FSDP2's ``fully_shard`` or ``distribute_tensor``) is routed,
+after the same checks, to ``kernels._sharded``: the same masks as the unsharded call,
+computed shard by shard with small collectives, returned as DTensors placed like the data.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 import torch
 
@@ -92,11 +98,27 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
+def shape_2d(shape: Sequence[int]) -> tuple[int, int]:
+    """The 2-D shape data of ``shape`` is treated as: (1, N) for 1-D, (shape[0], rest) for N-D."""
+    return (1, shape[0]) if len(shape) == 1 else (shape[0], math.prod(shape[1:]))
+
+
 def as_2d(x: torch.Tensor) -> torch.Tensor:
     """1-D data as (1, N); N-D data as (shape[0], rest). A view where strides allow."""
-    if x.dim() == 1:
-        return x.reshape(1, x.shape[0])
-    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
+    return x.reshape(shape_2d(x.shape))
+
+
+def is_dtensor(x: object) -> bool:
+    """Is ``x`` a ``DTensor``? (None can exist before ``torch.distributed.tensor`` is imported,
+    so plain tensors never pay for that import.)"""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(x, module.DTensor)
+
+
+def _sharded() -> ModuleType:
+    from kernels import _sharded
+
+    return _sharded
 
 
 def blocks_to_prune(shape: tuple[int, int], block_shape: tuple[int, int], sparsity_level: float) -> int:
@@ -121,12 +143,20 @@ def block_norm(
     bs = check_block_shape(block_shape)
     norm = check_norm(norm)
     impl = _dispatch.resolve(backend, x.device)
-    x2 = as_2d(x)
-    if x2.numel() == 0:
-        return torch.empty(-(-x2.shape[0] // bs[0]), -(-x2.shape[1] // bs[1]), dtype=torch.float32, device=x.device)
-    scores, bad = impl.block_norm(x2, bs, norm)
+    if is_dtensor(x):
+        scores, bad = _sharded().block_norm(x, bs, norm, impl, lambda local: _block_norm(local, bs, norm, impl))
+    else:
+        scores, bad = _block_norm(x, bs, norm, impl)
     raise_if_nonfinite(bad)
     return scores
+
+
+def _block_norm(x: torch.Tensor, bs: tuple[int, int], norm: str, impl: ModuleType) -> tuple[torch.Tensor, torch.Tensor]:
+    x2 = as_2d(x)
+    if x2.numel() == 0:
+        grid = (-(-x2.shape[0] // bs[0]), -(-x2.shape[1] // bs[1]))
+        return torch.empty(grid, dtype=torch.float32, device=x.device), torch.zeros((), dtype=torch.bool)
+    return impl.block_norm(x2, bs, norm)
 
 
 def block_mask_unchecked(
@@ -140,17 +170,27 @@ def block_mask_unchecked(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``block_mask``, without the host sync: also returns the 0-dim bool flag that is set
     when ``x`` held NaN or infinity (the mask is then meaningless). For callers that check
-    many tensors with one sync (``raise_if_nonfinite``)."""
+    many tensors with one sync (``raise_if_nonfinite``). For a DTensor ``x`` the flag is a
+    plain tensor on the local device, set on every rank when any shard is bad."""
     x = check_data(x)
     level = check_sparsity_level(sparsity_level)
     bs = check_block_shape(block_shape)
     zpb = check_zeros_per_block(zeros_per_block, bs)
     norm = check_norm(norm)
     impl = _dispatch.resolve(backend, x.device)
+    k = blocks_to_prune(shape_2d(x.shape), bs, level)
+    if is_dtensor(x):
+        return _sharded().block_mask(x, k, bs, zpb, norm, impl, lambda local: _block_mask(local, k, bs, zpb, norm, impl))
+    return _block_mask(x, k, bs, zpb, norm, impl)
+
+
+def _block_mask(
+    x: torch.Tensor, k: int, bs: tuple[int, int], zpb: int, norm: str, impl: ModuleType
+) -> tuple[torch.Tensor, torch.Tensor]:
     x2 = as_2d(x)
     if x2.numel() == 0:
         return torch.ones(x.shape, dtype=torch.bool, device=x.device), torch.zeros((), dtype=torch.bool)
-    mask, bad = impl.block_mask(x2, blocks_to_prune(x2.shape, bs, level), bs, zpb, norm)
+    mask, bad = impl.block_mask(x2, k, bs, zpb, norm)
     return mask.reshape(x.shape), bad
 
 
@@ -169,6 +209,10 @@ def block_mask(
     inside each, the ``zeros_per_block`` elements of smallest ``|x|`` are zeroed (ties:
     row-major order first; default: the whole block). 1-D data is one row; N-D data is
     ``(shape[0], rest)``.
+
+    A ``DTensor`` ``x`` (``Shard(0)``/``Shard(1)`` on one mesh dim, ``Replicate()`` on the
+    others) gets the same mask as the whole tensor would, as a DTensor placed like ``x``,
+    computed shard by shard with collectives over small data (see ``kernels._sharded``).
     """
     mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, backend=backend)
     raise_if_nonfinite(bad)
@@ -197,6 +241,11 @@ def sparsify(
     norm = check_norm(norm)
     check_bool(inplace, "inplace")
     impl = _dispatch.resolve(backend, x.device)
+    if is_dtensor(x):
+        k = blocks_to_prune(shape_2d(x.shape), bs, level)
+        mask, bad = _sharded().block_mask(x, k, bs, zpb, norm, impl, lambda local: _block_mask(local, k, bs, zpb, norm, impl))
+        raise_if_nonfinite(bad)
+        return _sharded().masked(x, mask, inplace), mask
     x2 = as_2d(x)
     if x2.numel() == 0:
         return (x if inplace else x.clone()), torch.ones(x.shape, dtype=torch.bool, device=x.device)
@@ -215,11 +264,14 @@ def apply_mask(
     """``x * mask`` (zeros where ``mask`` is False), in place with ``inplace=True``.
 
     ``mask`` is bool (or an integer type, nonzero = keep) of ``x``'s shape and device.
-    Non-finite ``x`` raises ``ValueError`` before anything is written.
+    Non-finite ``x`` raises ``ValueError`` before anything is written. For a DTensor ``x``,
+    ``mask`` is a DTensor placed like it (as ``block_mask`` returns); the check spans all shards.
     """
     x = check_data(x)
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
+    if is_dtensor(mask) and not is_dtensor(x):
+        raise TypeError("mask is a DTensor but x is not; pass both as DTensors placed alike, or both plain")
     if mask.dtype.is_floating_point or mask.dtype.is_complex:
         raise TypeError(f"mask must be bool (or an integer type, nonzero = keep); got {mask.dtype}")
     if mask.shape != x.shape:
@@ -228,6 +280,10 @@ def apply_mask(
         raise ValueError(f"mask must be on x's device {x.device}; got {mask.device}")
     check_bool(inplace, "inplace")
     impl = _dispatch.resolve(backend, x.device)
+    if is_dtensor(x):
+        _sharded().check_same_placement(x, mask)
+        raise_if_nonfinite(_sharded().nonfinite(x))
+        return _sharded().masked(x, mask, inplace)
     if x.numel() == 0:
         return x if inplace else x.clone()
     keep = as_2d(mask if mask.dtype == torch.bool else mask != 0)

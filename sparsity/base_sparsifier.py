@@ -11,6 +11,9 @@ masks are ``torch.bool`` (a quarter of an fp32 mask) with the data's shape; no
 parametrization is attached (masks apply on demand, and in place at squash); names may
 contain dots; bad input raises ``TypeError``/``ValueError``/``KeyError`` naming the
 argument and changes nothing.
+
+Sharded data (``DTensor``: FSDP2 parameters, ``distribute_tensor``) gets DTensor masks
+placed like it; masks, masked data, ``squash_mask`` and ``state_dict`` stay sharded.
 """
 
 from __future__ import annotations
@@ -51,13 +54,46 @@ def _weight(data: object) -> torch.Tensor:
 
 
 def _as_bool_mask(mask: object, data: torch.Tensor, name: str) -> torch.Tensor:
+    """``mask`` as a bool tensor on ``data``'s device; for DTensor data, a DTensor placed like it."""
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask for {name!r} must be a torch.Tensor; got {type(mask).__name__}")
     if mask.shape != data.shape:
         raise ValueError(f"mask for {name!r} must have the data's shape {tuple(data.shape)}; got {tuple(mask.shape)}")
-    if mask.dtype == torch.bool:
-        return mask.to(data.device)
-    return (mask != 0).to(data.device)
+    mask = mask if mask.dtype == torch.bool else mask != 0
+    if kernels.api.is_dtensor(data):
+        return _placed_like(mask, data, name)
+    if kernels.api.is_dtensor(mask):
+        raise ValueError(f"mask for {name!r} is a DTensor but its data is not; pass a plain mask")
+    return mask.to(data.device)
+
+
+def _placed_like(mask: torch.Tensor, data: Any, name: str) -> torch.Tensor:
+    """A bool mask as a DTensor on ``data``'s mesh with its placements. A plain mask holds the
+    whole tensor on every rank: each keeps its own part (no communication)."""
+    from torch.distributed.tensor import distribute_tensor
+
+    if not kernels.api.is_dtensor(mask):
+        return distribute_tensor(mask.to(data.device), data.device_mesh, data.placements, src_data_rank=None)
+    if mask.device_mesh != data.device_mesh:
+        raise ValueError(f"mask for {name!r} is a DTensor on another device mesh than its data")
+    if tuple(mask.placements) != tuple(data.placements):
+        return mask.redistribute(data.device_mesh, data.placements)
+    return mask
+
+
+def _placed_alike(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Are ``a`` and ``b`` DTensors of one shape on one mesh with the same placements?"""
+    return (
+        kernels.api.is_dtensor(a) and kernels.api.is_dtensor(b) and a.shape == b.shape
+        and a.device_mesh == b.device_mesh and tuple(a.placements) == tuple(b.placements)
+    )
+
+
+def _all_kept(weight: torch.Tensor) -> torch.Tensor:
+    """An all-True mask for ``weight`` (a DTensor placed like it, for DTensor data)."""
+    if kernels.api.is_dtensor(weight):
+        return torch.ones_like(weight, dtype=torch.bool)
+    return torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
 
 
 class BaseDataSparsifier(abc.ABC):
@@ -116,7 +152,7 @@ class BaseDataSparsifier(abc.ABC):
                 )
             mask = self.state[name]["mask"]
         else:
-            mask = torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
+            mask = _all_kept(weight)
         self._data[name] = weight
         self._squashed.discard(name)
         self.state[name]["mask"] = mask
@@ -159,8 +195,15 @@ class BaseDataSparsifier(abc.ABC):
 
     def _commit_mask(self, name: str, mask: torch.Tensor) -> None:
         """Store ``mask`` as the mask of ``name`` without copying and without changing
-        the identity of the mask tensor that ``get_mask`` handed out."""
-        self.state[name]["mask"].data = mask
+        the identity of the mask tensor that ``get_mask`` handed out (a DTensor mask is
+        overwritten shard by shard: ``.data`` does not reach a DTensor's shard)."""
+        current = self.state[name]["mask"]
+        if not (kernels.api.is_dtensor(current) or kernels.api.is_dtensor(mask)):
+            current.data = mask
+        elif _placed_alike(current, mask):
+            current.to_local().copy_(mask.to_local())
+        else:
+            self.state[name]["mask"] = mask
 
     def step(self) -> None:
         """Recompute every mask from the current (original) data."""
@@ -224,7 +267,7 @@ class BaseDataSparsifier(abc.ABC):
         for name, mask in states.items():
             if strict or name not in self.data_groups:
                 self._data[name] = data[name]
-                self.state[name]["mask"] = mask.to(data[name].device)
+                self.state[name]["mask"] = _as_bool_mask(mask, data[name], name)
                 self.data_groups[name] = groups[name]
                 if name in squashed:
                     self._squashed.add(name)
@@ -238,7 +281,7 @@ class BaseDataSparsifier(abc.ABC):
             if name not in groups:
                 raise ValueError(f"state_dict has a mask for {name!r} but no config in 'data_groups'")
             mask = s["mask"]
-            mask = mask.to_dense() if mask.is_sparse else mask
+            mask = mask.to_dense() if not kernels.api.is_dtensor(mask) and mask.is_sparse else mask
             states[name] = mask if mask.dtype == torch.bool else mask != 0
         container = {}
         for key, value in sd.get("_container", {}).items():

@@ -37,6 +37,10 @@ class DataNormSparsifier(BaseDataSparsifier):
     A scheduled ``sparsity_level`` above 1 (``StepSLScheduler`` with ``gamma=2`` gets
     there) prunes every block, as in torch.ao, with one warning.
 
+    Sharded data (``DTensor``: FSDP2 parameters) gets the masks of the whole tensors, as
+    DTensors sharded like the data, computed shard by shard (see ``kernels.block_mask``);
+    ``step()`` still syncs once for all tensors.
+
     Args:
         data_list: ``(name, data)`` pairs to add now.
         sparsity_level, sparse_block_shape, zeros_per_block: default config of each tensor.

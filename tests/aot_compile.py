@@ -41,11 +41,14 @@ def variants():
             for flat in flat_options:
                 yield _block_norm_kernel, {"x_ptr": f"*{dt}", "scores_ptr": "*fp32", "flag_ptr": "*i32"}, dict(
                     L2=dt == "fp32", FLAT=flat, **shape)
-                for full, apply, write_kept in ((True, False, False), (False, True, False), (False, True, True)):
+                for full, apply, write_kept, row_ties in (
+                    (True, False, False, False), (False, True, False, False), (False, True, True, False),
+                    (True, False, False, True), (False, False, False, True),  # block_mask_given (sharded)
+                ):
                     yield _block_mask_kernel, {
                         "x_ptr": f"*{dt}", "out_ptr": f"*{dt}", "mask_ptr": "*i1", "flag_ptr": "*i32",
-                        "state_ptr": "*i32", "ties_before_ptr": "*i32",
-                    }, dict(L2=False, FLAT=flat, FULL=full, APPLY=apply, WRITE_KEPT=write_kept, **shape)
+                        "state_ptr": "*i32", "ties_before_ptr": "*i32", "row_ties_ptr": "*i32",
+                    }, dict(L2=False, FLAT=flat, FULL=full, APPLY=apply, WRITE_KEPT=write_kept, ROW_TIES=row_ties, **shape)
         for check, write, gated in ((True, False, False), (False, True, True), (True, True, False)):
             for flat in (True, False):
                 yield _apply_mask_kernel, {"x_ptr": f"*{dt}", "keep_ptr": "*i1", "out_ptr": f"*{dt}", "flag_ptr": "*i32"}, dict(

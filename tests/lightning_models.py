@@ -56,3 +56,18 @@ def trainer(**kwargs) -> pl.Trainer:
     options = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False, deterministic=True)
     return pl.Trainer(**{**options, **kwargs})
+
+
+class ShardedTinyModule(TinyModule):
+    """``TinyModule`` sharded by FSDP2 (``fully_shard`` per layer and at the root) in
+    ``configure_model``, as Lightning's ``ModelParallelStrategy`` expects."""
+
+    def configure_model(self):
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        if isinstance(self, FSDPModule):
+            return
+        mesh = self.device_mesh["data_parallel"]
+        for layer in (self.model["embed"], self.model["mlp"][0], self.model["mlp"][2]):
+            fully_shard(layer, mesh=mesh)
+        fully_shard(self, mesh=mesh)

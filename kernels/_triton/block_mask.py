@@ -1,6 +1,10 @@
 """Fused mask-and-apply: recompute each block's score, decide it against the selected
 threshold, rank the elements of pruned blocks, write the bool mask and, where asked,
-the masked tensor (in place: only the zeroed elements are written)."""
+the masked tensor (in place: only the zeroed elements are written).
+
+The threshold may also come from elsewhere (``block_mask_given``: a selection over all
+shards of a larger tensor), with per-block-row offsets for the ties this tensor's
+blocks do not see."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels import _torch
 from kernels._triton import _config
 from kernels._triton._blocks import (
     block_coordinates,
@@ -18,7 +23,7 @@ from kernels._triton._blocks import (
     tile_ranks,
 )
 from kernels._triton.block_norm import flat_layout, launch_scores
-from kernels._triton.select import threshold
+from kernels._triton.select import threshold, tie_offsets
 
 
 @triton.jit
@@ -34,16 +39,20 @@ def _store_kept(out_ptr, x, keep, m, APPLY: tl.constexpr, WRITE_KEPT: tl.constex
 
 @triton.jit
 def _block_mask_kernel(
-    x_ptr, out_ptr, mask_ptr, flag_ptr, state_ptr, ties_before_ptr,
+    x_ptr, out_ptr, mask_ptr, flag_ptr, state_ptr, ties_before_ptr, row_ties_ptr,
     H, W, nbw, n_blocks, sxr, sxc, sor, soc, Z,
     L2: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, P2: tl.constexpr, TILE: tl.constexpr,
     SMALL: tl.constexpr, FLAT: tl.constexpr, FULL: tl.constexpr, APPLY: tl.constexpr, WRITE_KEPT: tl.constexpr,
+    ROW_TIES: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b = pid.to(tl.int64) * TILE + tl.arange(0, TILE)
     data_ok = flag_clear(flag_ptr, TILE)  # nothing is written over bad data
     scores, _ = block_scores(x_ptr, b, H, W, nbw, n_blocks, sxr, sxc, L2, BH, BW, P2, SMALL, FLAT)
-    pruned = pruned_blocks(scores, b, n_blocks, tl.load(state_ptr), tl.load(state_ptr + 1), tl.load(ties_before_ptr + pid))
+    ties_before = tl.load(ties_before_ptr + pid)
+    if ROW_TIES:  # ties before each block row that the tensor does not hold (it is a shard)
+        ties_before = ties_before + tl.load(row_ties_ptr + b // nbw, mask=b < n_blocks, other=0)
+    pruned = pruned_blocks(scores, b, n_blocks, tl.load(state_ptr), tl.load(state_ptr + 1), ties_before)
     if SMALL:
         row, col, valid = tile_offsets(b, H, W, nbw, n_blocks, BH, BW, P2, FLAT)
         x = tl.load(x_ptr + row * sxr + col * sxc, mask=valid, other=0.0)
@@ -77,6 +86,29 @@ def _block_mask_kernel(
             _store_kept(out_ptr + row * sor + col * soc, x, keep, m & data_ok, APPLY, WRITE_KEPT)
 
 
+def _launch(
+    x: torch.Tensor, out: torch.Tensor | None, flag: torch.Tensor, state: torch.Tensor, ties_before: torch.Tensor,
+    row_ties: torch.Tensor | None, block_shape: tuple[int, int], zeros_per_block: int, norm: str,
+) -> torch.Tensor:
+    """Run ``_block_mask_kernel`` over ``x`` (2-D); returns the mask."""
+    h, w = x.shape
+    bh, bw = block_shape
+    nbw = triton.cdiv(w, bw)
+    n_blocks = triton.cdiv(h, bh) * nbw
+    launch = _config.block_launch(block_shape)
+    mask = torch.empty(h, w, dtype=torch.bool, device=x.device)
+    target = x if out is None else out
+    _block_mask_kernel[(triton.cdiv(n_blocks, launch.tile),)](
+        x, target, mask, flag, state, ties_before, ties_before if row_ties is None else row_ties,
+        h, w, nbw, n_blocks, x.stride(0), x.stride(1), target.stride(0), target.stride(1), zeros_per_block,
+        L2=norm == "L2", BH=bh, BW=bw, P2=launch.p2, TILE=launch.tile, SMALL=launch.small,
+        FLAT=flat_layout(x, block_shape, target), FULL=zeros_per_block >= bh * bw,
+        APPLY=out is not None, WRITE_KEPT=out is not None and out.data_ptr() != x.data_ptr(),
+        ROW_TIES=row_ties is not None, **_config.LAUNCH_OPTIONS,
+    )
+    return mask
+
+
 def sparsify(
     x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str,
     out: torch.Tensor | None,
@@ -84,23 +116,9 @@ def sparsify(
     """Keep-mask of ``x`` (2-D) pruning its ``k`` lowest-scoring blocks, and the 0-dim bool
     non-finite flag; with ``out``, also ``out = x * mask`` (``out`` may be ``x``), unless
     the data is bad."""
-    h, w = x.shape
-    bh, bw = block_shape
-    nbw = triton.cdiv(w, bw)
-    launch = _config.block_launch(block_shape)
     scores, flag = launch_scores(x, block_shape, norm)
-    n_blocks = scores.numel()
-    state, ties_before = threshold(scores, k if zeros_per_block > 0 else 0, launch.tile)
-    mask = torch.empty(h, w, dtype=torch.bool, device=x.device)
-    target = x if out is None else out
-    _block_mask_kernel[(triton.cdiv(n_blocks, launch.tile),)](
-        x, target, mask, flag, state, ties_before,
-        h, w, nbw, n_blocks, x.stride(0), x.stride(1), target.stride(0), target.stride(1), zeros_per_block,
-        L2=norm == "L2", BH=bh, BW=bw, P2=launch.p2, TILE=launch.tile, SMALL=launch.small,
-        FLAT=flat_layout(x, block_shape, target), FULL=zeros_per_block >= bh * bw,
-        APPLY=out is not None, WRITE_KEPT=out is not None and out.data_ptr() != x.data_ptr(),
-        **_config.LAUNCH_OPTIONS,
-    )
+    state, ties_before = threshold(scores, k if zeros_per_block > 0 else 0, _config.block_launch(block_shape).tile)
+    mask = _launch(x, out, flag, state, ties_before, None, block_shape, zeros_per_block, norm)
     return mask, (flag != 0).reshape(())
 
 
@@ -109,3 +127,22 @@ def block_mask(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep-mask of ``x`` (2-D) pruning its ``k`` lowest-scoring blocks, and the non-finite flag."""
     return sparsify(x, k, block_shape, zeros_per_block, norm, None)
+
+
+def block_mask_given(
+    x: torch.Tensor,
+    scores: torch.Tensor,
+    threshold: _torch.Threshold,
+    row_ties: torch.Tensor | None,
+    block_shape: tuple[int, int],
+    zeros_per_block: int,
+    norm: str,
+) -> torch.Tensor:
+    """Keep-mask of ``x`` (2-D) given its block ``scores`` and a threshold selected elsewhere,
+    with ``row_ties[block row]`` ties before each block row that ``x`` does not hold (as the
+    torch twin's ``block_mask_given``)."""
+    state = torch.stack([threshold.bits.to(torch.int32), threshold.ties_pruned.to(torch.int32)])
+    ties_before = tie_offsets(scores.reshape(-1).contiguous(), state, _config.block_launch(block_shape).tile)
+    flag = torch.zeros(1, dtype=torch.int32, device=x.device)
+    row_ties = None if row_ties is None else row_ties.to(torch.int32).contiguous()
+    return _launch(x, None, flag, state, ties_before, row_ties, block_shape, zeros_per_block, norm)

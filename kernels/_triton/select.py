@@ -7,14 +7,20 @@ running count reaches k. The result, in a 2-element device tensor ``state``, is 
 threshold's bits and how many scores equal to it are pruned. A last pass counts, per
 mask-kernel tile, the scores equal to the threshold, so each tile knows how many come
 before it (ties are pruned lowest block index first).
+
+For a tensor sharded over processes, ``select_threshold`` takes a ``reduce`` hook (an
+all-reduce) that sums each pass's histogram over the shards before its digit is picked.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import triton
 import triton.language as tl
 
+from kernels import _torch
 from kernels._triton import _config
 
 # (shift, bits) of each radix digit, most significant first; bit 31 (the sign) is always 0.
@@ -59,30 +65,56 @@ def _tie_count_kernel(scores_ptr, n, state_ptr, counts_ptr, TILE: tl.constexpr):
     tl.store(counts_ptr + tl.program_id(0), tl.sum(equal.to(tl.int32), 0))
 
 
-PRUNE_ALL_BITS = 0x7FFFFFFF  # above +inf's bits: every finite or infinite score is below it
+PRUNE_ALL_BITS = _torch.PRUNE_ALL_BITS  # above +inf's bits: every finite or infinite score is below it
+
+
+def radix_state(scores: torch.Tensor, k: int, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """``state`` (int32 [threshold bits, ties pruned]) for pruning the ``k`` lowest of the flat
+    ``scores`` (``0 < k <=`` their number, or with ``reduce`` their number over all shards)."""
+    n = scores.numel()
+    state = torch.zeros(2, dtype=torch.int32, device=scores.device)
+    state[1] = k
+    hist = torch.zeros(sum(1 << bits for _, bits in RADIX_DIGITS), dtype=torch.int32, device=scores.device)
+    start = 0
+    for shift, bits in RADIX_DIGITS:
+        part = hist[start : start + (1 << bits)]
+        if n:  # a shard may own no scores, and still takes part in the reduction
+            _radix_histogram_kernel[(_config.select_grid(n),)](
+                scores, n, state, part, SHIFT=shift, BITS=bits, TILE=_config.SELECT_TILE, **_config.LAUNCH_OPTIONS
+            )
+        if reduce is not None:
+            part = reduce(part).to(torch.int32).contiguous()
+        _radix_pick_kernel[(1,)](part, state, SHIFT=shift, BITS=bits, **_config.LAUNCH_OPTIONS)
+        start += 1 << bits
+    return state
+
+
+def tie_offsets(scores: torch.Tensor, state: torch.Tensor, tile: int) -> torch.Tensor:
+    """Each ``tile``-block tile's count of earlier scores equal to the threshold (int32)."""
+    n = scores.numel()
+    counts = torch.zeros(triton.cdiv(n, tile), dtype=torch.int32, device=scores.device)
+    if n:
+        _tie_count_kernel[(counts.numel(),)](scores, n, state, counts, TILE=tile, **_config.LAUNCH_OPTIONS)
+    return torch.cumsum(counts, 0, dtype=torch.int32) - counts
 
 
 def threshold(scores: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``state`` (int32 [threshold bits, ties pruned]) for pruning the ``k`` lowest of the flat
     ``scores``, and each ``tile``-block tile's count of earlier ties (int32)."""
     n = scores.numel()
-    device = scores.device
-    state = torch.zeros(2, dtype=torch.int32, device=device)
-    ties_before = torch.zeros(triton.cdiv(n, tile), dtype=torch.int32, device=device)
-    if k <= 0:
-        return state, ties_before  # nothing is below 0 and no tie may be pruned
-    if k >= n:
-        state[0] = PRUNE_ALL_BITS
-        return state, ties_before
-    state[1] = k
-    hist = torch.zeros(sum(1 << bits for _, bits in RADIX_DIGITS), dtype=torch.int32, device=device)
-    start = 0
-    for shift, bits in RADIX_DIGITS:
-        part = hist[start : start + (1 << bits)]
-        _radix_histogram_kernel[(_config.select_grid(n),)](
-            scores, n, state, part, SHIFT=shift, BITS=bits, TILE=_config.SELECT_TILE, **_config.LAUNCH_OPTIONS
-        )
-        _radix_pick_kernel[(1,)](part, state, SHIFT=shift, BITS=bits, **_config.LAUNCH_OPTIONS)
-        start += 1 << bits
-    _tie_count_kernel[(ties_before.numel(),)](scores, n, state, ties_before, TILE=tile, **_config.LAUNCH_OPTIONS)
-    return state, torch.cumsum(ties_before, 0, dtype=torch.int32) - ties_before
+    if k <= 0 or k >= n:
+        state = torch.zeros(2, dtype=torch.int32, device=scores.device)  # nothing is below 0, no tie pruned
+        if k > 0:
+            state[0] = PRUNE_ALL_BITS
+        return state, torch.zeros(triton.cdiv(n, tile), dtype=torch.int32, device=scores.device)
+    state = radix_state(scores, k)
+    return state, tie_offsets(scores, state, tile)
+
+
+def select_threshold(
+    scores: torch.Tensor, k: int, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> _torch.Threshold:
+    """The ``Threshold`` (0-dim int32 bits, ties pruned) pruning the ``k`` lowest ``scores``
+    (``0 < k``; with ``reduce``, of the scores of all shards)."""
+    state = radix_state(scores.reshape(-1).contiguous(), k, reduce)
+    return _torch.Threshold(state[0], state[1])

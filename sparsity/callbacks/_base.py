@@ -10,10 +10,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from sparsity.base_sparsifier import BaseDataSparsifier
-from sparsity.callbacks import _distributed, _model, _report
+from sparsity.callbacks import _model, _report
+from sparsity.distributed import assert_masks_agree
 
 
 def check_class(cls: object, base: type, what: str) -> type:
@@ -82,6 +84,7 @@ class DataSparsityCallback(pl.Callback):
 
     # ---------------------------------------------------------------- tensors
     def _parameters(self, pl_module: pl.LightningModule) -> dict[str, nn.Parameter]:
+        _model.refuse_flat_parameters(pl_module)
         params = _model.selected_parameters(_model.target_module(pl_module), self._keep)
         if not params:
             raise ValueError(
@@ -91,6 +94,8 @@ class DataSparsityCallback(pl.Callback):
         return params
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if isinstance(trainer.strategy, FSDPStrategy):  # it wraps the model later, in FSDP1
+            raise ValueError(f"{type(self).__name__}: {_model.FSDP1_MESSAGE}")
         if stage == "fit":
             self._parameters(pl_module)  # a module with nothing to sparsify fails before training
 
@@ -117,8 +122,8 @@ class DataSparsityCallback(pl.Callback):
         self._mask_seconds = time.perf_counter() - start
         self._masks = {name: self.data_sparsifier.get_mask(name) for name in params}
         self._layers = _report.measure(self._masks, self._levels())  # the levels these masks were made with
-        if self.verify_ranks and not _distributed.masks_agree(self._masks):
-            raise RuntimeError("ranks computed different masks: their weights differ (is every rank's model in sync?)")
+        if self.verify_ranks:
+            assert_masks_agree(self._masks)
 
     def _levels(self) -> dict[str, float]:
         return {name: cfg.get("sparsity_level", float("nan")) for name, cfg in self.data_sparsifier.data_groups.items()}

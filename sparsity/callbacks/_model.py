@@ -1,4 +1,5 @@
-"""Which tensors a callback sparsifies, and copies of a module made on another device."""
+"""Which tensors a callback sparsifies, and copies of a module made on another device
+(or, for a model sharded by FSDP2, on the same mesh, still sharded)."""
 
 from __future__ import annotations
 
@@ -51,14 +52,102 @@ def selected_parameters(module: nn.Module, keep: Callable[[str, torch.Tensor], b
     }
 
 
+def refuse_flat_parameters(module: nn.Module) -> None:
+    """FSDP1 (``FullyShardedDataParallel``, Lightning's ``FSDPStrategy``) holds each rank's
+    slice of a flat buffer; its per-parameter views (``use_orig_params=True``) are 1-D runs of
+    elements that cut rows and blocks anywhere, so exact block masks cannot be found on them."""
+    if not torch.distributed.is_available():
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if any(isinstance(m, FullyShardedDataParallel) for m in module.modules()):
+        raise ValueError(FSDP1_MESSAGE)
+
+
+FSDP1_MESSAGE = (
+    "the model is wrapped in FSDP1 (FullyShardedDataParallel, Lightning's FSDPStrategy), whose parameters are 1-D "
+    "slices of flat buffers that cut rows and blocks anywhere, so exact block masks cannot be computed on them. "
+    "Use FSDP2 instead: Lightning's ModelParallelStrategy with torch.distributed.fsdp.fully_shard in "
+    "configure_model(), whose parameters are DTensors that these callbacks sparsify shard by shard"
+)
+
+
+def _fsdp2_module_type() -> type | None:
+    if not torch.distributed.is_available():
+        return None
+    from torch.distributed.fsdp import FSDPModule
+
+    return FSDPModule
+
+
+def _is_dtensor(t: object) -> bool:
+    from kernels.api import is_dtensor
+
+    return is_dtensor(t)
+
+
+def _copied_tensor(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
+    if _is_dtensor(t):  # a shard stays a shard, on its mesh
+        if device is not None and torch.device(device).type != t.device.type:
+            raise ValueError(
+                f"sparsified_device={str(device)!r} cannot hold a copy of a sharded (DTensor) parameter on "
+                f"{t.device.type}: its shards stay on their mesh; leave sparsified_device=None"
+            )
+        return t.detach().clone()
+    return t.detach().to(device if device is not None else t.device, copy=True)
+
+
 def copy_to(module: nn.Module, device: torch.device | str | None, skip: Iterable[object] = ()) -> nn.Module:
     """A deep copy of ``module`` whose parameters and buffers are made directly on
     ``device`` (default: where they are), so a GPU model copied to the CPU never exists
-    twice on the GPU. Objects in ``skip`` (a trainer, say) become ``None`` in the copy."""
+    twice on the GPU. Objects in ``skip`` (a trainer, say) become ``None`` in the copy.
+
+    DTensor (sharded) parameters are copied shard by shard on their mesh. A module
+    sharded by FSDP2 (``fully_shard``), which cannot be deep-copied, is copied as the
+    module tree of its original classes without FSDP's hooks: its parameters are the
+    copied DTensors (its ``state_dict()`` is sharded; it does not run ``forward`` on
+    plain tensors)."""
     memo: dict[int, object] = {id(obj): None for obj in skip}
     for t in (*module.parameters(), *module.buffers()):
         if id(t) in memo:
             continue
-        new = t.detach().to(device if device is not None else t.device, copy=True)
+        new = _copied_tensor(t, device)
         memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
+        if _is_dtensor(t):
+            memo[id(t.device_mesh)] = t.device_mesh  # meshes and their process groups are shared, not copied
+    fsdp2 = _fsdp2_module_type()
+    if fsdp2 is not None and any(isinstance(m, fsdp2) for m in module.modules()):
+        return _copy_without_fsdp(module, memo, fsdp2)
     return copy.deepcopy(module, memo)
+
+
+_FSDP_ATTRIBUTES = ("_is_fsdp_managed_module", "_fsdp_use_orig_params")
+
+
+def _is_fsdp_hook(hook: object) -> bool:
+    hook = getattr(hook, "hook", hook)  # torch's _WrappedHook
+    function = getattr(hook, "__func__", hook)
+    return (getattr(function, "__module__", None) or "").startswith("torch.distributed.fsdp")
+
+
+def _copy_without_fsdp(module: nn.Module, memo: dict[int, object], fsdp2: type) -> nn.Module:
+    """Deep copy of ``module`` as instances of the classes it had before ``fully_shard``,
+    without FSDP's state, attributes and hooks."""
+    if id(module) in memo:
+        return memo[id(module)]  # type: ignore[return-value]
+    cls = next(c for c in type(module).__mro__ if not issubclass(c, fsdp2))
+    new = cls.__new__(cls)
+    memo[id(module)] = new
+    hooks = {key: d for key, d in module.__dict__.items() if "hooks" in key and isinstance(d, dict)}
+    fsdp_hook_ids = {hook_id for d in hooks.values() for hook_id, hook in d.items() if _is_fsdp_hook(hook)}
+    for key, value in module.__dict__.items():
+        if key.startswith("__composable_api") or key in _FSDP_ATTRIBUTES:
+            continue
+        if key == "_modules":
+            value = {name: None if child is None else _copy_without_fsdp(child, memo, fsdp2) for name, child in value.items()}
+        elif key in hooks:
+            value = copy.deepcopy(type(value)((i, h) for i, h in value.items() if i not in fsdp_hook_ids), memo)
+        else:
+            value = copy.deepcopy(value, memo)
+        new.__dict__[key] = value
+    return new

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sparsity.distributed import count_zeros
+
 
 @dataclass
 class LayerSparsity:
@@ -22,10 +24,11 @@ class LayerSparsity:
 
 
 def measure(masks: dict[str, torch.Tensor], levels: dict[str, float]) -> list[LayerSparsity]:
-    """Zeros of every mask, counted on its device and fetched with one host sync."""
+    """Zeros of every (whole) mask, counted on its device and fetched with one host sync
+    (sharded masks: their shards' counts summed by one all-reduce)."""
     if not masks:
         return []
-    zeros = torch.stack([(~m).sum().to("cpu", non_blocking=True) for m in masks.values()]).tolist()
+    zeros = count_zeros(masks)
     return [
         LayerSparsity(n, tuple(m.shape), float(levels[n]), z, m.numel())
         for (n, m), z in zip(masks.items(), zeros, strict=True)

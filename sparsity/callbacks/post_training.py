@@ -21,6 +21,11 @@ class PostTrainingDataSparsity(DataSparsityCallback):
     and leaves the sparsified copy in ``.sparsified`` (on ``sparsified_device``, default:
     the model's). The sparsifier stays in ``.data_sparsifier``.
 
+    Under FSDP2 (Lightning's ``ModelParallelStrategy`` with ``fully_shard``) masks are
+    computed shard by shard, exactly as for the whole weights, and ``.sparsified`` is a
+    sharded copy (the module tree without FSDP's hooks, DTensor parameters on the same
+    mesh). FSDP1 (``FSDPStrategy``) is refused before training.
+
     Args:
         data_sparsifier_class: a ``sparsity.BaseDataSparsifier`` subclass (the class itself).
         data_sparsifier_args: its keyword arguments (not ``data_list``).
@@ -28,7 +33,9 @@ class PostTrainingDataSparsity(DataSparsityCallback):
             ``pl_module.model``, or of the LightningModule when it has no ``.model``): a glob
             on the dotted name, a compiled regex, a list of those, or ``f(name, param) -> bool``.
         sparsified_device: where the copy lives (``"cpu"`` keeps a big model off the GPU).
-        verify_ranks: under DDP, check with one small all-reduce that all ranks agree.
+            Under FSDP2 the copy stays sharded on the model's mesh (leave this ``None``).
+        verify_ranks: under DDP, check with one small all-reduce that all ranks agree
+            (under FSDP: the ranks holding the same shard; see ``sparsity.distributed``).
         print_table: print the per-layer table at the end of fit (rank zero).
     """
 

@@ -9,12 +9,14 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from kernels.api import is_dtensor
 from sparsity.base_sparsifier import BaseDataSparsifier
 from sparsity.callbacks import _model
 from sparsity.callbacks._base import DataSparsityCallback, check_args, check_class
 from sparsity.schedulers import BaseDataScheduler
 
 STATE_VERSION = 1
+SHARDED_MASKS_PREFIX = "_blocksparse_masks/"  # keys of sharded masks in a distributed checkpoint's "state_dict"
 
 
 class TrainingAwareDataSparsity(DataSparsityCallback):
@@ -35,6 +37,14 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     the masks, configs and schedule, so a run resumed from a checkpoint produces the same
     masks as an uninterrupted one, whether the checkpoint was taken at train-epoch end or
     at validation end (Lightning then replays the epoch end, and this callback's step).
+
+    Under FSDP2 (``ModelParallelStrategy``) the masks are DTensors sharded like the
+    parameters. Lightning writes callback state from rank zero only, so in a sharded
+    (distributed) checkpoint the masks travel with the model's sharded state dict instead,
+    under keys ``"_blocksparse_masks/<name>"`` (each rank writes its shards; nothing is
+    gathered), and are read back from ``ckpt_path`` on resume. With
+    ``save_distributed_checkpoint=False`` (everything gathered to one file) the masks are
+    gathered too.
 
     Args:
         data_sparsifier_class, data_sparsifier_args: as ``PostTrainingDataSparsity``.
@@ -106,7 +116,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self._params = self._parameters(pl_module)
         self._build(self._params)
         if self._restored is not None:
-            self._restore(self._restored)
+            self._restore(self._restored, trainer)
             self._restored = None
         if self.inplace:
             self._mask_live()
@@ -165,7 +175,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         if self.data_sparsifier is None:
             return {"version": STATE_VERSION, "sparsifier": None}
         sparsifier = self.data_sparsifier.state_dict(with_data=False)
-        sparsifier["state"] = {name: {"mask": m.cpu()} for name, m in self._masks.items()}
+        sparsifier["state"] = {name: {"mask": m if is_dtensor(m) else m.cpu()} for name, m in self._masks.items()}
         sparsifier["squashed"] = []
         return {
             "version": STATE_VERSION,
@@ -175,13 +185,32 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
             "updates_done": self.updates_done,
         }
 
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Sharded masks go where Lightning saves shards: the model's state dict of a
+        distributed checkpoint (or, in a gathered checkpoint, gathered like the weights)."""
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if not state or state.get("sparsifier") is None:
+            return
+        masks = state["sparsifier"]["state"]
+        if not any(is_dtensor(s["mask"]) for s in masks.values()):
+            return
+        if getattr(trainer.strategy, "_save_distributed_checkpoint", False):
+            for name, s in masks.items():
+                checkpoint["state_dict"][SHARDED_MASKS_PREFIX + name] = s["mask"]
+            state["sparsifier"]["state"] = {}
+            state["sharded_masks"] = SHARDED_MASKS_PREFIX
+        else:
+            state["sparsifier"]["state"] = {name: {"mask": s["mask"].full_tensor().cpu()} for name, s in masks.items()}
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict.get("version") != STATE_VERSION:
             raise ValueError(f"not a {type(self).__name__} state (version {state_dict.get('version')!r})")
         self._restored = state_dict if state_dict.get("sparsifier") is not None else None
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, Any], trainer: pl.Trainer) -> None:
         saved = state["sparsifier"]
+        if state.get("sharded_masks") is not None:
+            saved = {**saved, "state": _load_sharded_masks(trainer.ckpt_path, state["sharded_masks"], self._params)}
         if set(saved["state"]) != set(self._params):
             raise ValueError(
                 "the checkpoint's sparsified tensors differ from this model's: "
@@ -192,3 +221,13 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.data_scheduler.load_state_dict(state["scheduler"])
         self.epochs_done = state["epochs_done"]
         self.updates_done = state["updates_done"]
+
+
+def _load_sharded_masks(path: str, prefix: str, params: dict[str, torch.nn.Parameter]) -> dict[str, dict[str, torch.Tensor]]:
+    """Each rank's shards of the masks saved with the model's state dict in the distributed
+    checkpoint at ``path``, placed like the parameters."""
+    from torch.distributed.checkpoint import load
+
+    masks = {prefix + name: torch.zeros_like(p.detach(), dtype=torch.bool) for name, p in params.items()}
+    load({"state_dict": masks}, checkpoint_id=path)
+    return {name: {"mask": masks[prefix + name]} for name in params}
