@@ -432,6 +432,14 @@ def block_norm(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tupl
     return scores, bad
 
 
+def _multiply(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> None:
+    """out = x * mask, chunk by chunk: a bool mask is promoted to x's dtype for the product,
+    and only a chunk's worth of it may exist at a time."""
+    h, w = x.shape
+    for r0, r1, c0, c1 in _chunks(h, w, 1, 1):
+        torch.mul(x[r0:r1, c0:c1], mask[r0:r1, c0:c1], out=out[r0:r1, c0:c1])
+
+
 def sparsify(
     x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str, out: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -439,7 +447,7 @@ def sparsify(
     mask, bad = block_mask(x, k, block_shape, zeros_per_block, norm)
     bad = bad.cpu()  # the one sync: nothing may be written when the data is bad
     if not bad:
-        torch.mul(x, mask, out=out)
+        _multiply(x, mask, out)
     return mask, bad
 
 
@@ -447,5 +455,5 @@ def apply_mask(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.
     """``out = x * mask`` unless ``x`` holds NaN or inf (``out`` may be ``x``); returns the flag."""
     bad = nonfinite(x).cpu()  # the one sync: nothing may be written when the data is bad
     if not bad:
-        torch.mul(x, mask, out=out)
+        _multiply(x, mask, out)
     return bad

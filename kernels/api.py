@@ -3,7 +3,9 @@
 Every function here validates all of its arguments before it touches data, so bad input
 raises ``TypeError``/``ValueError`` naming the argument and leaves the data unchanged.
 Non-finite data is detected inside the same pass that reads it; the functions sync with
-the device at most once, at the end, to raise.
+the device at most once, at the end, to raise. They run under ``torch.no_grad()``: masks
+are not differentiable, and ``sparsify``/``apply_mask`` edit weights, so their results carry
+no autograd history (parameters that require grad are fine, in place too).
 
 ``DTensor`` data (sharded by FSDP2's ``fully_shard`` or ``distribute_tensor``) is routed,
 after the same checks, to ``kernels._sharded``: the same masks as the unsharded call,
@@ -17,6 +19,7 @@ import numbers
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 
@@ -134,6 +137,7 @@ def raise_if_nonfinite(flag: torch.Tensor | bool, name: str = "x") -> None:
 
 
 # ---------------------------------------------------------------- operations
+@torch.no_grad()
 def block_norm(
     x: torch.Tensor, block_shape: Sequence[int] = (1, 4), norm: str = "L1", *, backend: str = "auto"
 ) -> torch.Tensor:
@@ -159,6 +163,44 @@ def _block_norm(x: torch.Tensor, bs: tuple[int, int], norm: str, impl: ModuleTyp
     return impl.block_norm(x2, bs, norm)
 
 
+class _MaskCall(NamedTuple):
+    """A checked mask request: the data, how many blocks to prune, and the config."""
+
+    x: torch.Tensor
+    k: int
+    block_shape: tuple[int, int]
+    zeros_per_block: int
+    norm: str
+    impl: ModuleType
+
+
+def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per_block: object, norm: object,
+               backend: str) -> _MaskCall:
+    """Check every argument of a mask request (before anything is read or written)."""
+    x = check_data(x)
+    level = check_sparsity_level(sparsity_level)
+    bs = check_block_shape(block_shape)
+    zpb = check_zeros_per_block(zeros_per_block, bs)
+    norm = check_norm(norm)
+    impl = _dispatch.resolve(backend, x.device)
+    return _MaskCall(x, blocks_to_prune(shape_2d(x.shape), bs, level), bs, zpb, norm, impl)
+
+
+def _masks(call: _MaskCall) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keep-mask and non-finite flag of a request, sharded or not."""
+    def local(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x2 = as_2d(x)
+        if x2.numel() == 0:
+            return torch.ones(x.shape, dtype=torch.bool, device=x.device), torch.zeros((), dtype=torch.bool)
+        mask, bad = call.impl.block_mask(x2, call.k, call.block_shape, call.zeros_per_block, call.norm)
+        return mask.reshape(x.shape), bad
+
+    if is_dtensor(call.x):
+        return _sharded().block_mask(call.x, call.k, call.block_shape, call.zeros_per_block, call.norm, call.impl, local)
+    return local(call.x)
+
+
+@torch.no_grad()
 def block_mask_unchecked(
     x: torch.Tensor,
     sparsity_level: float,
@@ -172,28 +214,10 @@ def block_mask_unchecked(
     when ``x`` held NaN or infinity (the mask is then meaningless). For callers that check
     many tensors with one sync (``raise_if_nonfinite``). For a DTensor ``x`` the flag is a
     plain tensor on the local device, set on every rank when any shard is bad."""
-    x = check_data(x)
-    level = check_sparsity_level(sparsity_level)
-    bs = check_block_shape(block_shape)
-    zpb = check_zeros_per_block(zeros_per_block, bs)
-    norm = check_norm(norm)
-    impl = _dispatch.resolve(backend, x.device)
-    k = blocks_to_prune(shape_2d(x.shape), bs, level)
-    if is_dtensor(x):
-        return _sharded().block_mask(x, k, bs, zpb, norm, impl, lambda local: _block_mask(local, k, bs, zpb, norm, impl))
-    return _block_mask(x, k, bs, zpb, norm, impl)
+    return _masks(_mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend))
 
 
-def _block_mask(
-    x: torch.Tensor, k: int, bs: tuple[int, int], zpb: int, norm: str, impl: ModuleType
-) -> tuple[torch.Tensor, torch.Tensor]:
-    x2 = as_2d(x)
-    if x2.numel() == 0:
-        return torch.ones(x.shape, dtype=torch.bool, device=x.device), torch.zeros((), dtype=torch.bool)
-    mask, bad = impl.block_mask(x2, k, bs, zpb, norm)
-    return mask.reshape(x.shape), bad
-
-
+@torch.no_grad()
 def block_mask(
     x: torch.Tensor,
     sparsity_level: float,
@@ -219,6 +243,7 @@ def block_mask(
     return mask
 
 
+@torch.no_grad()
 def sparsify(
     x: torch.Tensor,
     sparsity_level: float,
@@ -234,16 +259,11 @@ def sparsify(
     With ``inplace=True`` the first element is ``x`` itself, masked in place; the Triton
     backend then writes only the elements it zeroes. On bad data nothing is written.
     """
-    x = check_data(x)
-    level = check_sparsity_level(sparsity_level)
-    bs = check_block_shape(block_shape)
-    zpb = check_zeros_per_block(zeros_per_block, bs)
-    norm = check_norm(norm)
+    call = _mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend)
     check_bool(inplace, "inplace")
-    impl = _dispatch.resolve(backend, x.device)
+    x = call.x
     if is_dtensor(x):
-        k = blocks_to_prune(shape_2d(x.shape), bs, level)
-        mask, bad = _sharded().block_mask(x, k, bs, zpb, norm, impl, lambda local: _block_mask(local, k, bs, zpb, norm, impl))
+        mask, bad = _masks(call)
         raise_if_nonfinite(bad)
         return _sharded().masked(x, mask, inplace), mask
     x2 = as_2d(x)
@@ -251,13 +271,14 @@ def sparsify(
         return (x if inplace else x.clone()), torch.ones(x.shape, dtype=torch.bool, device=x.device)
     # In place, x2 is x itself or (where no 2-D view exists) a private copy to write back.
     work = x2 if inplace else torch.empty_like(x2)
-    mask, bad = impl.sparsify(x2, blocks_to_prune(x2.shape, bs, level), bs, zpb, norm, work)
+    mask, bad = call.impl.sparsify(x2, call.k, call.block_shape, call.zeros_per_block, call.norm, work)
     raise_if_nonfinite(bad)
     if inplace and not _is_view_of(x2, x):
         x.copy_(work.reshape(x.shape))
     return (x if inplace else work.reshape(x.shape)), mask.reshape(x.shape)
 
 
+@torch.no_grad()
 def apply_mask(
     x: torch.Tensor, mask: torch.Tensor, *, inplace: bool = False, backend: str = "auto"
 ) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The README's Python examples run as written, in order, in one namespace (like a reader
-pasting them into one session)."""
+"""The README's Python examples (```python blocks) run as written, in order, in one namespace
+(like a reader pasting them into one session). Fragments that need a distributed run are
+fenced ```py and are exercised by tests/sharded_worker.py instead."""
 
 from __future__ import annotations
 

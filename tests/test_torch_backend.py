@@ -183,3 +183,12 @@ def test_no_host_sync_on_the_mask_path(monkeypatch):
         monkeypatch.setattr(torch.Tensor, name, lambda *a, _n=name, **k: pytest.fail(f"host sync via {_n}"))
     kernels.block_mask_unchecked(x, 0.5, (1, 4), 2, backend="torch")
     kernels.block_mask_unchecked(x, 0.5, (2, 2), None, "L2", backend="torch")
+
+
+def test_parameters_that_require_grad():
+    w = torch.nn.Parameter(torch.randn(8, 16))
+    mask = kernels.block_mask(w, 0.5, (1, 4), 2)
+    y, _ = kernels.sparsify(w, 0.5, (1, 4), 2)
+    assert not y.requires_grad and torch.equal(y, w.detach() * mask)
+    assert kernels.apply_mask(w, mask, inplace=True) is w and torch.equal(w.detach(), y)
+    assert kernels.block_norm(w).requires_grad is False
