@@ -117,11 +117,18 @@ def _count_into(hist: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor | 
     hist.index_add_(0, bins, weights.reshape(-1))
 
 
+def host_reads_are_free(device: torch.device) -> bool:
+    """Can values be read on the host, and shapes depend on data, without stalling a device?
+    True on the CPU, where a few shortcuts below use it; elsewhere the code stays sync-free."""
+    return device.type == "cpu"
+
+
 def _count_matching(hist: torch.Tensor, bins: torch.Tensor, match: torch.Tensor) -> None:
-    """hist[b] += 1 for each b in ``bins`` where ``match``, without a device sync (on the CPU
-    the others go to an extra bin, dropped: bincount's fast path)."""
-    if bins.device.type == "cpu":
-        hist += torch.bincount(torch.where(match, bins, hist.numel()).reshape(-1), minlength=hist.numel() + 1)[:-1]
+    """hist[b] += 1 for each b in ``bins`` where ``match``. On the CPU the matching bins are
+    gathered first; elsewhere every bin gets a weight of 0 or 1 (no data-dependent shapes,
+    and no single hot bin, which would serialise the count)."""
+    if host_reads_are_free(bins.device):
+        hist += torch.bincount(bins[match], minlength=hist.numel())
     else:
         _count_into(hist, bins, match.to(hist.dtype))
 
@@ -214,10 +221,12 @@ def _write_in_block_keep(
 
 
 class Threshold(NamedTuple):
-    """The k-th smallest score (as bits), and how many scores equal to it are pruned."""
+    """The k-th smallest score (as bits), how many scores equal to it are pruned, and (when
+    known) how many there are."""
 
     bits: torch.Tensor
     ties_pruned: torch.Tensor
+    ties: torch.Tensor | None = None
 
 
 def _first_reaching(counts: torch.Tensor, k: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,7 +276,9 @@ def kth_smallest(
             hist = reduce(hist)
         digit, left = _first_reaching(hist, left)
         prefix = prefix | (digit.to(torch.int32) << shift)
-    return Threshold(prefix, left)
+    # The digits cover every bit but the (clear) sign bit, so the last bin holds exactly the
+    # scores equal to the threshold.
+    return Threshold(prefix, left, hist[digit])
 
 
 def select_threshold(
@@ -290,6 +301,14 @@ class PrunedBlocks:
     def __init__(self, scores: torch.Tensor, k: int, threshold: Threshold | None, row_ties: torch.Tensor | None = None):
         self.scores, self.k, self.threshold, self.row_ties = scores, k, threshold, row_ties
         self._ties_before = torch.zeros((), dtype=torch.int32, device=scores.device)
+        # Usually every score equal to the threshold is pruned (with continuous data, the
+        # threshold's own); then "pruned" is just "at most the threshold", with no tie ranks.
+        # Finding out reads two numbers: free on the CPU, a device sync elsewhere (not done).
+        # (Not for a shard's grid, whose ``row_ties`` count ties held elsewhere.)
+        self._all_ties_pruned = (
+            threshold is not None and threshold.ties is not None and row_ties is None
+            and host_reads_are_free(scores.device) and bool(threshold.ties_pruned == threshold.ties)
+        )
 
     @classmethod
     def select(cls, scores: torch.Tensor, k: int, high_histogram: torch.Tensor | None = None) -> PrunedBlocks:
@@ -305,6 +324,8 @@ class PrunedBlocks:
         if self.threshold is None:  # k is 0 or every block
             return torch.full(s.shape, self.k > 0, dtype=torch.bool, device=s.device)
         bits, t = s.view(torch.int32), self.threshold.bits
+        if self._all_ties_pruned:
+            return bits <= t
         equal = bits == t
         tie_rank = equal.reshape(-1).cumsum(0, dtype=torch.int32).reshape(s.shape) + self._ties_before
         self._ties_before = tie_rank[-1, -1]

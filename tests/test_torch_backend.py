@@ -176,13 +176,17 @@ def test_inplace_on_non_contiguous_data(make):
 
 
 def test_no_host_sync_on_the_mask_path(monkeypatch):
-    """block_mask_unchecked must not pull values to the host: every way of doing so raises."""
+    """block_mask_unchecked must not pull values to the host where that stalls a device: with
+    the CPU shortcuts off (as on a GPU), every way of reading a value raises."""
+    monkeypatch.setattr(_torch, "host_reads_are_free", lambda device: False)
     x = torch.randn(64, 64)
     x[0, :8] = 0
     for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, lambda *a, _n=name, **k: pytest.fail(f"host sync via {_n}"))
-    kernels.block_mask_unchecked(x, 0.5, (1, 4), 2, backend="torch")
+    with_shortcuts_off = kernels.block_mask_unchecked(x, 0.5, (1, 4), 2, backend="torch")[0]
     kernels.block_mask_unchecked(x, 0.5, (2, 2), None, "L2", backend="torch")
+    monkeypatch.undo()
+    assert torch.equal(with_shortcuts_off, kernels.block_mask(x, 0.5, (1, 4), 2, backend="torch"))
 
 
 def test_parameters_that_require_grad():
