@@ -43,6 +43,7 @@ HIGH_BINS = 1 << 15
 # every pass's histogram is summed over the shards.
 DIGITS = ((16, 15), (0, 16))
 COMPACT_DIGITS = ((20, 11), (10, 10), (0, 10))
+FUSED_SELECTION_MIN_BLOCKS = 1 << 18
 PRUNE_ALL_BITS = 0x7FFFFFFF  # above +inf's bits: a threshold below which every score lies
 # Integer types as wide as 1, 2, 4 or 8 bools: a whole (1, bw) block of a mask in one word.
 _LANES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -312,11 +313,12 @@ class PrunedBlocks:
 
     @classmethod
     def select(cls, scores: torch.Tensor, k: int, high_histogram: torch.Tensor | None = None) -> PrunedBlocks:
+        """The ``k`` lowest of ``scores``: by the two 16-bit passes when the first one's
+        histogram was counted while scoring, else by the compact digits."""
         if not 0 < k < scores.numel():
             return cls(scores, k, None)
         if high_histogram is None:
-            high_histogram = torch.zeros(HIGH_BINS, dtype=torch.int64, device=scores.device)
-            _count_into(high_histogram, scores.reshape(-1).view(torch.int32) >> 16)
+            return cls(scores, k, select_threshold(scores, k))
         return cls(scores, k, kth_smallest(scores, k, high_histogram))
 
     def chunk(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
@@ -417,7 +419,10 @@ def block_mask(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bool keep-mask of ``x`` with its ``k`` lowest-scoring blocks pruned, and the non-finite flag."""
     bh, bw = block_shape
-    select = zeros_per_block > 0 and 0 < k < n_blocks(x.shape, block_shape)
+    n = n_blocks(x.shape, block_shape)
+    # Many blocks: count the first 16-bit radix pass while scoring. Few: the compact digits'
+    # small histograms (a 2**15-bin one costs more than scoring a small tensor).
+    select = zeros_per_block > 0 and 0 < k < n and n >= FUSED_SELECTION_MIN_BLOCKS
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     in_block = (mask, zeros_per_block) if 0 < zeros_per_block < bh * bw else None
     scores, bad, hist = block_scores(x, block_shape, norm, high_histogram=select, in_block_keep=in_block)

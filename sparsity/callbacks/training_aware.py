@@ -95,6 +95,8 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.updates_done = 0  # mask updates done
         self._restored: dict[str, Any] | None = None
         self._params: dict[str, torch.nn.Parameter] = {}
+        self._multipliers_of: dict[str, torch.Tensor] | None = None  # the masks _multiplier_cache was made from
+        self._multiplier_cache: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
 
     # ---------------------------------------------------------------- lifecycle
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -142,12 +144,22 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self._print_table(trainer, f"Training-aware sparsity after {self.epochs_done} epochs")
 
     # ---------------------------------------------------------------- in-place mode
+    def _multipliers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The masked live parameters (their local shards) and their masks in the
+        parameters' dtype, made once per mask update: then each batch masks everything in
+        one multi-tensor multiply, instead of promoting every bool mask every time."""
+        if self._multipliers_of is not self._masks:
+            names = [name for name in self._params if name in self._masks]
+            params = [_local(self._params[name]) for name in names]
+            masks = [_local(self._masks[name]).to(p.dtype) for name, p in zip(names, params, strict=True)]
+            self._multiplier_cache, self._multipliers_of = (params, masks), self._masks
+        return self._multiplier_cache
+
     @torch.no_grad()
     def _mask_live(self) -> None:
-        for name, p in self._params.items():
-            mask = self._masks.get(name)
-            if mask is not None:
-                p.mul_(mask)
+        params, masks = self._multipliers()
+        if params:
+            torch._foreach_mul_(params, masks)
 
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.inplace and self._masks:
@@ -155,9 +167,13 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     @torch.no_grad()
     def _mask_grads(self) -> None:
-        for name, p in self._params.items():
-            if p.grad is not None and name in self._masks:
-                p.grad.mul_(self._masks[name])
+        _, masks = self._multipliers()
+        pairs = [(_local(p.grad), m) for p, m in zip(self._masked_params(), masks, strict=True) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+    def _masked_params(self) -> list[torch.nn.Parameter]:
+        return [p for name, p in self._params.items() if name in self._masks]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -231,3 +247,8 @@ def _load_sharded_masks(path: str, prefix: str, params: dict[str, torch.nn.Param
     masks = {prefix + name: torch.zeros_like(p.detach(), dtype=torch.bool) for name, p in params.items()}
     load({"state_dict": masks}, checkpoint_id=path)
     return {name: {"mask": masks[prefix + name]} for name in params}
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (in-place ops on it change the DTensor), else ``t``."""
+    return t.to_local() if is_dtensor(t) else t
