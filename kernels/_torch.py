@@ -88,12 +88,6 @@ def _block_sums(v: torch.Tensor) -> torch.Tensor:
     return total.contiguous() if bh * bw == 1 else total
 
 
-def _element_values(x: torch.Tensor, norm: str) -> torch.Tensor:
-    """|x| (L1) or x*x (L2) in float32, as a new tensor."""
-    xf = x.float()
-    return xf.abs() if norm == "L1" else xf * xf
-
-
 def nonfinite(x: torch.Tensor) -> torch.Tensor:
     """0-dim bool: does ``x`` hold a NaN or an infinity? One reduction, no temporaries."""
     if x.numel() == 0:
@@ -335,13 +329,6 @@ class PrunedBlocks:
             tie_rank = tie_rank + self.row_ties[r0:r1, None]
         return (bits < t) | (equal & (tie_rank <= self.threshold.ties_pruned))  # tie_rank is 1-based
 
-    def all(self) -> torch.Tensor:
-        """The whole pruned-block map."""
-        h, w = self.scores.shape
-        pruned = torch.empty(h, w, dtype=torch.bool, device=self.scores.device)
-        for r0, r1, c0, c1 in _chunks(h, w, 1, 1):
-            pruned[r0:r1, c0:c1] = self.chunk(r0, r1, c0, c1)
-        return pruned
 
 
 def _pairwise_ranks(v: torch.Tensor) -> list[torch.Tensor]:

@@ -182,12 +182,6 @@ class BaseDataSparsifier(abc.ABC):
         self._check_name(name)
         return self.state[name]["mask"]
 
-    def _delete_data(self, name: str) -> None:
-        self._check_name(name)
-        for store in (self._data, self.state, self.data_groups):
-            store.pop(name, None)
-        self._squashed.discard(name)
-
     # ---------------------------------------------------------------- masks
     @abc.abstractmethod
     def update_mask(self, name: str, data: torch.Tensor, **config: Any) -> None:
