@@ -153,10 +153,10 @@ def test_resumed_run_gives_the_same_masks(tmp_path, save_on_train_epoch_end):
     # replays the epoch end on resume.
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, save_on_train_epoch_end=save_on_train_epoch_end)
     ta, first = callbacks()
-    trainer(max_epochs=3, callbacks=[ta, first, checkpoint], enable_checkpointing=True).fit(
+    trainer(max_epochs=3, callbacks=[ta, first, checkpoint], enable_checkpointing=True, default_root_dir=tmp_path).fit(
         TinyModule(), loader(), loader(32))
     ta, resumed = callbacks()
-    trainer(max_epochs=5, callbacks=[ta, resumed], enable_checkpointing=True).fit(
+    trainer(max_epochs=5, callbacks=[ta, resumed], enable_checkpointing=False, default_root_dir=tmp_path).fit(
         TinyModule(seed=123), loader(), loader(32), ckpt_path=str(tmp_path / "epoch=1-step=16.ckpt"))
     replayed = 2 if save_on_train_epoch_end else 1  # a validation-end checkpoint replays epoch 1's end
     assert len(resumed.masks) == 5 - replayed
