@@ -118,48 +118,73 @@ def host_reads_are_free(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def _count_matching(hist: torch.Tensor, bins: torch.Tensor, match: torch.Tensor) -> None:
-    """hist[b] += 1 for each b in ``bins`` where ``match``. On the CPU the matching bins are
-    gathered first; elsewhere every bin gets a weight of 0 or 1 (no data-dependent shapes,
-    and no single hot bin, which would serialise the count)."""
-    if host_reads_are_free(bins.device):
-        hist += torch.bincount(bins[match], minlength=hist.numel())
+def _count_matching(hist: torch.Tensor, values: torch.Tensor, match: torch.Tensor, shift: int) -> None:
+    """hist[digit] += 1 for the digit (``values >> shift``, cut to ``hist``'s size) of each
+    value where ``match``. On the CPU the matching values (usually few) are gathered first;
+    elsewhere every digit gets a weight of 0 or 1 (no data-dependent shapes, and no single
+    hot bin, which would serialise the count)."""
+    if host_reads_are_free(values.device):
+        values = values[match]
+        match = None
+    digit = (values >> shift) & (hist.numel() - 1)
+    if match is None:
+        hist += torch.bincount(digit, minlength=hist.numel())
     else:
-        _count_into(hist, bins, match.to(hist.dtype))
+        _count_into(hist, digit, match.to(hist.dtype))
 
 
-def _in_block_keep(v: torch.Tensor, nr: int, nc: int, bh: int, bw: int, zeros_per_block: int) -> torch.Tensor:
-    """Keep-if-pruned map of one chunk, (nr*bh, nc*bw): False for the ``zeros_per_block``
-    smallest |x| of each block (``v`` is |x| of the chunk)."""
-    n = bh * bw
-    v = _blocked(v, nr, nc, bh, bw, float("inf"))  # padding ranks last
-    v = v.permute(0, 2, 1, 3).reshape(nr, nc, n) if bh > 1 else v.squeeze(1)
+def _lanes(v: torch.Tensor) -> torch.Tensor:
+    """|x| of a blocked chunk ``v`` (nr, bh, nc, bw) as (bh*bw, nr, nc): one contiguous row
+    per in-block position, so that every later op on a position is a contiguous one."""
+    nr, bh, nc, bw = v.shape
+    lanes = torch.empty(bh * bw, nr, nc, dtype=torch.float32, device=v.device)
+    for e in range(bh * bw):
+        torch.abs(v[:, e // bw, :, e % bw], out=lanes[e])
+    return lanes
+
+
+def _lane_sums(lanes: torch.Tensor) -> torch.Tensor:
+    """Sum over the positions of (n, nr, nc), one at a time in position (row-major) order:
+    the same float32 additions as ``_block_sums``."""
+    if lanes.shape[0] == 1:
+        return lanes[0]
+    total = lanes[0] + lanes[1]
+    for e in range(2, lanes.shape[0]):
+        total.add_(lanes[e])
+    return total
+
+
+def _in_block_keep(lanes: torch.Tensor, zeros_per_block: int) -> torch.Tensor:
+    """Keep-if-pruned map, (nr, nc, n) in block-major order, of the positions ``lanes``
+    ((n, nr, nc), |x| with +inf in padding, which ranks last): False for the
+    ``zeros_per_block`` smallest of each block."""
+    n = lanes.shape[0]
     if n in _LANES and n > 1:
-        keep = _packed_rank_at_least(v, zeros_per_block)
-    else:
-        ranks = _pairwise_ranks(v) if n <= PAIRWISE_RANK_MAX else _sorted_ranks(v)
-        keep = torch.stack([rank >= zeros_per_block for rank in ranks], -1)  # (nr, nc, n)
-    if bh > 1:
-        keep = keep.reshape(nr, nc, bh, bw).permute(0, 2, 1, 3)
-    return keep.reshape(nr * bh, nc * bw)
+        return _packed_rank_at_least(lanes, zeros_per_block).view(torch.bool).view(*lanes.shape[1:], n)
+    ranks = _pairwise_ranks(lanes)
+    return torch.stack([rank >= zeros_per_block for rank in ranks], -1)
 
 
-def _packed_rank_at_least(v: torch.Tensor, z: int) -> torch.Tensor:
-    """rank >= z for every element of blocks of 2, 4 or 8 (last dim of ``v``), with the
-    block's ranks packed one byte each in a 2-, 4- or 8-byte word: one vectorised op per
-    pair of positions, and the packed result is the bool mask's own bytes."""
-    n = v.shape[-1]
+def _packed_rank_at_least(lanes: torch.Tensor, z: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """rank >= z for every position of blocks of 2, 4 or 8 (``lanes``: (n, ...) of |x|),
+    with a block's answers packed one byte each in a 2-, 4- or 8-byte word: the bytes of
+    the (..., n) bool map. One contiguous compare and one add per pair of positions."""
+    n = lanes.shape[0]
     lane = _LANES[n]
     ones = int.from_bytes(b"\x01" * n, "little")
+    # |x| >= +0, so the values order like their bit patterns: integer compares, whose
+    # 0/1 results come out in the word type, vectorised (a bool result would not be).
+    bits = lanes.view(torch.int32)
     # Byte i starts at n-1-i (the rank it would have if every later element were smaller).
-    packed = torch.full(v.shape[:-1], sum((n - 1 - i) << (8 * i) for i in range(n)), dtype=lane, device=v.device)
+    packed = torch.full(lanes.shape[1:], sum((n - 1 - i) << (8 * i) for i in range(n)), dtype=lane, device=lanes.device)
+    i_first = torch.empty_like(packed)
     for i in range(n):
         for j in range(i + 1, n):
-            i_first = torch.le(v[..., i], v[..., j]).to(lane)
+            torch.le(bits[i], bits[j], out=i_first)
             packed.add_(i_first, alpha=(1 << (8 * j)) - (1 << (8 * i)))
     # Each byte holds a rank r <= 7; r + 8 - z has bit 3 set exactly when r >= z.
-    at_least = ((packed + (8 - z) * ones) >> 3) & ones
-    return at_least.view(torch.bool).reshape(v.shape)
+    out = torch.add(packed, (8 - z) * ones, out=out)
+    return out.bitwise_right_shift_(3).bitwise_and_(ones)
 
 
 def block_scores(
@@ -181,16 +206,22 @@ def block_scores(
     bad = torch.zeros((), dtype=torch.bool, device=x.device)
     hist = torch.zeros(HIGH_BINS, dtype=torch.int64, device=x.device) if high_histogram else None
     full = torch.full((), float(bh * bw), device=x.device)
+    # In-block ranks of small blocks compare each pair of positions: lay the chunk out by
+    # position once (``_lanes``) and sum the scores from that layout too.
+    by_position = in_block_keep is not None and bh * bw <= PAIRWISE_RANK_MAX
     for r0, r1, c0, c1 in _chunks(h, w, bh, bw):
         xc = _elements(x, r0, r1, c0, c1, bh, bw)
         nr, nc = r1 - r0, c1 - c0
         xf = xc.float()
-        magnitude = xf.abs() if norm == "L1" or in_block_keep is not None else None
+        lanes = _lanes(_blocked(xf, nr, nc, bh, bw, 0.0)) if by_position else None
+        magnitude = xf.abs() if norm == "L1" and lanes is None else lanes
         # NaN and inf survive a max; for L1 the magnitudes are checked, for L2 the data
         # itself (its squares may overflow without the data being bad).
         bad |= ~torch.isfinite(magnitude.amax()) if norm == "L1" else nonfinite(xc)
-        v = _blocked(magnitude if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0)
-        sums = _block_sums(v)
+        if lanes is not None:
+            sums = _lane_sums(lanes if norm == "L1" else lanes * lanes)
+        else:
+            sums = _block_sums(_blocked(magnitude if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0))
         count = full
         if xc.shape[0] < nr * bh or xc.shape[1] < nc * bw:
             count = _counts_inside(nr, bh, h, r0, x.device)[:, None] * _counts_inside(nc, bw, w, c0, x.device)
@@ -199,20 +230,45 @@ def block_scores(
         if hist is not None:
             _count_into(hist, out.view(torch.int32) >> 16)
         if in_block_keep is not None:
-            _write_in_block_keep(in_block_keep, magnitude, (r0, r1, c0, c1), block_shape)
+            _write_in_block_keep(in_block_keep, xf, (r0, r1, c0, c1), block_shape, lanes)
     return scores, bad, hist
 
 
 def _write_in_block_keep(
-    in_block_keep: tuple[torch.Tensor, int], magnitude: torch.Tensor, chunk: tuple[int, int, int, int],
+    in_block_keep: tuple[torch.Tensor, int],
+    xf: torch.Tensor,
+    chunk: tuple[int, int, int, int],
     block_shape: tuple[int, int],
+    lanes: torch.Tensor | None = None,
 ) -> None:
-    """Write one chunk's keep-if-pruned map into ``mask`` (``in_block_keep = (mask, z)``)."""
+    """Write one chunk's keep-if-pruned map into ``mask`` (``in_block_keep = (mask, z)``).
+    ``xf`` is the chunk in float32; ``lanes`` its ``_lanes`` (zero-padded), if made."""
     mask, z = in_block_keep
     r0, r1, c0, c1 = chunk
+    nr, nc = r1 - r0, c1 - c0
     bh, bw = block_shape
-    keep = _in_block_keep(magnitude, r1 - r0, c1 - c0, bh, bw, z)
-    _elements(mask, r0, r1, c0, c1, bh, bw).copy_(keep[: magnitude.shape[0], : magnitude.shape[1]])
+    n = bh * bw
+    target = _elements(mask, r0, r1, c0, c1, bh, bw)
+    padded = xf.shape != (nr * bh, nc * bw)
+    if n > PAIRWISE_RANK_MAX:
+        v = _blocked(xf.abs(), nr, nc, bh, bw, float("inf")).permute(0, 2, 1, 3).reshape(nr, nc, n)
+        keep = torch.stack([rank >= z for rank in _sorted_ranks(v)], -1)
+    else:
+        if lanes is None or padded:
+            lanes = _lanes(_blocked(xf, nr, nc, bh, bw, float("inf")))  # padding ranks last
+        lane = _LANES.get(n)
+        if bh == 1 and lane is not None and n > 1 and not padded and _word_view_fits(target, n):
+            # The packed answers are the bytes of this part of the mask: write them there.
+            _packed_rank_at_least(lanes, z, out=target.reshape(-1).view(lane).view(nr, nc))
+            return
+        keep = _in_block_keep(lanes, z)
+    keep = keep.view(nr, nc, bh, bw).permute(0, 2, 1, 3).reshape(nr * bh, nc * bw)
+    target.copy_(keep[: xf.shape[0], : xf.shape[1]])
+
+
+def _word_view_fits(t: torch.Tensor, width: int) -> bool:
+    """Can the contiguous bool tensor ``t`` be viewed as ``width``-byte words?"""
+    return t.is_contiguous() and t.storage_offset() % width == 0 and t.numel() % width == 0
 
 
 class Threshold(NamedTuple):
@@ -240,13 +296,12 @@ def digit_histogram(scores: torch.Tensor, prefix: torch.Tensor, shift: int, bits
     top = shift + bits
     for start in range(0, flat.numel(), CHUNK_ELEMENTS):
         chunk = flat[start : start + CHUNK_ELEMENTS]
-        digit = (chunk >> shift) & ((1 << bits) - 1)
-        # Only scores with the prefix count, without data-dependent shapes. Above bit 30
-        # (bit 31 is the sign, always 0) every score matches.
+        # Only scores with the prefix count. Above bit 30 (bit 31 is the sign, always 0)
+        # every score matches.
         if top >= 31:
-            _count_into(hist, digit)
+            _count_into(hist, (chunk >> shift) & ((1 << bits) - 1))
         else:
-            _count_matching(hist, digit, (chunk >> top) == (prefix >> top))
+            _count_matching(hist, chunk, (chunk >> top) == (prefix >> top), shift)
     return hist
 
 
@@ -315,37 +370,47 @@ class PrunedBlocks:
             return cls(scores, k, select_threshold(scores, k))
         return cls(scores, k, kth_smallest(scores, k, high_histogram))
 
-    def chunk(self, r0: int, r1: int, c0: int, c1: int) -> torch.Tensor:
+    def kept(self, r0: int, r1: int, c0: int, c1: int, lane: torch.dtype = torch.bool) -> torch.Tensor:
+        """Which blocks of rows r0:r1 and columns c0:c1 are kept: bool, or, for an integer
+        ``lane`` type, words of that type with every byte 1 (kept) or 0 (pruned): a (1, bw)
+        block of the bool mask, for the ``bw`` bytes of the word."""
         s = self.scores[r0:r1, c0:c1]
+        ones = int.from_bytes(b"\x01" * lane.itemsize, "little")
         if self.threshold is None:  # k is 0 or every block
-            return torch.full(s.shape, self.k > 0, dtype=torch.bool, device=s.device)
+            return torch.full(s.shape, ones if self.k == 0 else 0, dtype=lane, device=s.device)
         bits, t = s.view(torch.int32), self.threshold.bits
         if self._all_ties_pruned:
-            return bits <= t
+            if lane == torch.bool:
+                return bits > t
+            # Both are in [0, 2**31): t - bits is negative, its sign filling the word
+            # after the shift, exactly where the score is above the threshold.
+            above = (t - bits) >> 31
+            return (above if lane == torch.int32 else above.to(lane)) & ones
         equal = bits == t
         tie_rank = equal.reshape(-1).cumsum(0, dtype=torch.int32).reshape(s.shape) + self._ties_before
         self._ties_before = tie_rank[-1, -1]
         if self.row_ties is not None:
             tie_rank = tie_rank + self.row_ties[r0:r1, None]
-        return (bits < t) | (equal & (tie_rank <= self.threshold.ties_pruned))  # tie_rank is 1-based
+        kept = (bits > t) | (equal & (tie_rank > self.threshold.ties_pruned))  # tie_rank is 1-based
+        return kept if lane == torch.bool else kept.to(lane) * ones
 
 
-
-def _pairwise_ranks(v: torch.Tensor) -> list[torch.Tensor]:
-    """Each element's rank along the last dim of ``v`` (ties: lower index first), one
-    uint8 tensor per position."""
-    n = v.shape[-1]
-    ranks = [torch.full(v.shape[:-1], n - 1 - i, dtype=torch.uint8, device=v.device) for i in range(n)]
+def _pairwise_ranks(lanes: torch.Tensor) -> list[torch.Tensor]:
+    """Each position's rank within its block (ties: lower position first), one uint8
+    tensor per position of ``lanes`` (n, ...)."""
+    n = lanes.shape[0]
+    ranks = [torch.full(lanes.shape[1:], n - 1 - i, dtype=torch.uint8, device=lanes.device) for i in range(n)]
     for i in range(n):
         for j in range(i + 1, n):
-            i_first = torch.le(v[..., i], v[..., j]).view(torch.uint8)
+            i_first = torch.le(lanes[i], lanes[j]).view(torch.uint8)
             ranks[j] += i_first
             ranks[i] -= i_first
     return ranks
 
 
 def _sorted_ranks(v: torch.Tensor) -> list[torch.Tensor]:
-    """As ``_pairwise_ranks``, by a stable sort (for large blocks)."""
+    """Each element's rank along the last dim of ``v`` (ties: lower index first), one
+    tensor per position, by a stable sort (for large blocks)."""
     order = torch.sort(v, dim=-1, stable=True).indices
     positions = torch.arange(v.shape[-1], device=v.device).expand_as(order)
     return list(torch.empty_like(order).scatter_(-1, order, positions).unbind(-1))
@@ -359,20 +424,30 @@ def _broadcast_blocks(p: torch.Tensor, bh: int, bw: int, out: torch.Tensor) -> t
     return p[:, None, :, None].expand(nr, bh, nc, bw).reshape(nr * bh, nc * bw)[: out.shape[0], : out.shape[1]]
 
 
-def _spread_blocks(out: torch.Tensor, blocks: torch.Tensor, bh: int, bw: int, combine: bool) -> None:
-    """Write (or OR, with ``combine``) the bool block map ``blocks`` over the elements of ``out``."""
-    nr, nc = blocks.shape
-    if out.shape == (nr * bh, nc * bw) and out.stride(-1) == 1:
-        lane = _LANES.get(bw)
-        if bh == 1 and lane is not None and out.stride(0) % bw == 0 and out.storage_offset() % bw == 0:
-            # A (1, bw) block of bools is one bw-byte word: fill it whole, vectorised.
-            words, ones = out.view(lane), int.from_bytes(b"\x01" * bw, "little")
-            spread = blocks.to(lane) * ones if bw > 1 else blocks.view(lane)
-        else:
-            words = out.unflatten(1, (nc, bw)).unflatten(0, (nr, bh))
-            spread = blocks[:, None, :, None]
+def _block_words(out: torch.Tensor, nr: int, nc: int, bh: int, bw: int) -> torch.Tensor | None:
+    """``out`` (a chunk of a bool mask) as (nr, nc) words of ``bw`` bytes, one per (1, bw)
+    block, where its layout allows; else None."""
+    lane = _LANES.get(bw)
+    if bh > 1 or lane is None or out.shape != (nr, nc * bw) or out.stride(-1) != 1:
+        return None
+    if out.stride(0) % bw or out.storage_offset() % bw:
+        return None
+    return out.view(lane)
+
+
+def _spread_blocks(out: torch.Tensor, blocks: PrunedBlocks, chunk: tuple[int, int, int, int], bh: int, bw: int,
+                   combine: bool) -> None:
+    """Write (or OR, with ``combine``) the kept blocks of ``chunk`` over the elements of ``out``."""
+    r0, r1, c0, c1 = chunk
+    nr, nc = r1 - r0, c1 - c0
+    words = _block_words(out, nr, nc, bh, bw)
+    if words is not None:
+        spread = blocks.kept(r0, r1, c0, c1, words.dtype)
+    elif out.shape == (nr * bh, nc * bw) and out.stride(-1) == 1:
+        words = out.unflatten(1, (nc, bw)).unflatten(0, (nr, bh))
+        spread = blocks.kept(r0, r1, c0, c1)[:, None, :, None]
     else:
-        words, spread = out, _broadcast_blocks(blocks, bh, bw, out)
+        words, spread = out, _broadcast_blocks(blocks.kept(r0, r1, c0, c1), bh, bw, out)
     words.bitwise_or_(spread) if combine else words.copy_(spread)
 
 
@@ -396,8 +471,7 @@ def keep_mask(
     if zeros_per_block == 0:
         return mask.fill_(True)
     for r0, r1, c0, c1 in _chunks(h, w, bh, bw):
-        kept = ~blocks.chunk(r0, r1, c0, c1)
-        _spread_blocks(_elements(mask, r0, r1, c0, c1, bh, bw), kept, bh, bw, combine=partial)
+        _spread_blocks(_elements(mask, r0, r1, c0, c1, bh, bw), blocks, (r0, r1, c0, c1), bh, bw, combine=partial)
     return mask
 
 
@@ -433,8 +507,8 @@ def block_mask_given(
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     if 0 < zeros_per_block < bh * bw:
         for r0, r1, c0, c1 in _chunks(x.shape[0], x.shape[1], bh, bw):
-            magnitude = _elements(x, r0, r1, c0, c1, bh, bw).float().abs()
-            _write_in_block_keep((mask, zeros_per_block), magnitude, (r0, r1, c0, c1), block_shape)
+            xf = _elements(x, r0, r1, c0, c1, bh, bw).float()
+            _write_in_block_keep((mask, zeros_per_block), xf, (r0, r1, c0, c1), block_shape)
     blocks = PrunedBlocks(scores, 1, threshold, row_ties)  # k only matters without a threshold
     return keep_mask(x, blocks, block_shape, zeros_per_block, mask)
 
