@@ -44,6 +44,8 @@ HIGH_BINS = 1 << 15
 DIGITS = ((16, 15), (0, 16))
 COMPACT_DIGITS = ((20, 11), (10, 10), (0, 10))
 FUSED_SELECTION_MIN_BLOCKS = 1 << 18
+# A radix pass gathers the scores with the current prefix by groups of this many (CPU).
+MATCH_GROUP = 16
 PRUNE_ALL_BITS = 0x7FFFFFFF  # above +inf's bits: a threshold below which every score lies
 # Integer types as wide as 1, 2, 4 or 8 bools: a whole (1, bw) block of a mask in one word.
 _LANES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -95,6 +97,16 @@ def nonfinite(x: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(torch.stack(torch.aminmax(x))).all()
 
 
+def _nonfinite_chunk(xc: torch.Tensor, sums: torch.Tensor) -> torch.Tensor:
+    """``nonfinite(xc)``, given the block sums of its |x| or x*x. A NaN or inf in the data
+    makes its block's sum one, so finite sums (a reduction 1/(bh*bw) the size of the data)
+    settle it; a sum can also overflow with finite data, which the data itself then
+    decides. Reading the first answer is free on the CPU; elsewhere the data is checked."""
+    if host_reads_are_free(xc.device) and bool(torch.isfinite(sums.amax())):
+        return torch.zeros((), dtype=torch.bool, device=xc.device)
+    return nonfinite(xc)
+
+
 def _counts_inside(n: int, block: int, size: int, first_block: int, device: torch.device) -> torch.Tensor:
     """How many of each of ``n`` blocks' rows (or columns) lie inside the tensor."""
     starts = torch.arange(first_block, first_block + n, device=device) * block
@@ -118,19 +130,30 @@ def host_reads_are_free(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def _count_matching(hist: torch.Tensor, values: torch.Tensor, match: torch.Tensor, shift: int) -> None:
+def _count_matching(hist: torch.Tensor, values: torch.Tensor, shift: int, top: int, prefix: torch.Tensor) -> None:
     """hist[digit] += 1 for the digit (``values >> shift``, cut to ``hist``'s size) of each
-    value where ``match``. On the CPU the matching values (usually few) are gathered first;
-    elsewhere every digit gets a weight of 0 or 1 (no data-dependent shapes, and no single
-    hot bin, which would serialise the count)."""
+    value whose bits from ``top`` up equal ``prefix``'s. On the CPU the matching values
+    (usually few) are gathered first; elsewhere every digit gets a weight of 0 or 1 (no
+    data-dependent shapes, and no single hot bin, which would serialise the count)."""
     if host_reads_are_free(values.device):
-        values = values[match]
-        match = None
-    digit = (values >> shift) & (hist.numel() - 1)
-    if match is None:
+        digit = (_with_prefix(values, top, prefix) >> shift) & (hist.numel() - 1)
         hist += torch.bincount(digit, minlength=hist.numel())
     else:
-        _count_into(hist, digit, match.to(hist.dtype))
+        match = (values >> top) == (prefix >> top)
+        _count_into(hist, (values >> shift) & (hist.numel() - 1), match.to(hist.dtype))
+
+
+def _with_prefix(values: torch.Tensor, top: int, prefix: torch.Tensor) -> torch.Tensor:
+    """The values (1-D int32) whose bits from ``top`` up equal ``prefix``'s, in order.
+
+    A data-dependent gather, which is slow per element scanned, so it scans groups of
+    ``MATCH_GROUP`` values first: those holding a match are gathered whole and filtered."""
+    p = prefix >> top
+    whole = values.numel() - values.numel() % MATCH_GROUP
+    hit = (values[:whole] >> top).eq_(p).view(-1, MATCH_GROUP).amax(1)  # int32 compares vectorise
+    groups = values[:whole].view(-1, MATCH_GROUP).index_select(0, hit.nonzero().squeeze(1))
+    candidates = torch.cat([groups.reshape(-1), values[whole:]])
+    return candidates[(candidates >> top) == p]
 
 
 def _lanes(v: torch.Tensor) -> torch.Tensor:
@@ -175,16 +198,16 @@ def _packed_rank_at_least(lanes: torch.Tensor, z: int, out: torch.Tensor | None 
     # |x| >= +0, so the values order like their bit patterns: integer compares, whose
     # 0/1 results come out in the word type, vectorised (a bool result would not be).
     bits = lanes.view(torch.int32)
+    # Each byte will hold a rank r <= 7, plus 8 - z: bit 3 is set exactly when r >= z.
     # Byte i starts at n-1-i (the rank it would have if every later element were smaller).
-    packed = torch.full(lanes.shape[1:], sum((n - 1 - i) << (8 * i) for i in range(n)), dtype=lane, device=lanes.device)
+    start = sum((n - 1 - i + 8 - z) << (8 * i) for i in range(n))
+    packed = torch.full(lanes.shape[1:], start, dtype=lane, device=lanes.device) if out is None else out.fill_(start)
     i_first = torch.empty_like(packed)
     for i in range(n):
         for j in range(i + 1, n):
             torch.le(bits[i], bits[j], out=i_first)
             packed.add_(i_first, alpha=(1 << (8 * j)) - (1 << (8 * i)))
-    # Each byte holds a rank r <= 7; r + 8 - z has bit 3 set exactly when r >= z.
-    out = torch.add(packed, (8 - z) * ones, out=out)
-    return out.bitwise_right_shift_(3).bitwise_and_(ones)
+    return packed.bitwise_right_shift_(3).bitwise_and_(ones)
 
 
 def block_scores(
@@ -214,14 +237,11 @@ def block_scores(
         nr, nc = r1 - r0, c1 - c0
         xf = xc.float()
         lanes = _lanes(_blocked(xf, nr, nc, bh, bw, 0.0)) if by_position else None
-        magnitude = xf.abs() if norm == "L1" and lanes is None else lanes
-        # NaN and inf survive a max; for L1 the magnitudes are checked, for L2 the data
-        # itself (its squares may overflow without the data being bad).
-        bad |= ~torch.isfinite(magnitude.amax()) if norm == "L1" else nonfinite(xc)
         if lanes is not None:
             sums = _lane_sums(lanes if norm == "L1" else lanes * lanes)
         else:
-            sums = _block_sums(_blocked(magnitude if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0))
+            sums = _block_sums(_blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0))
+        bad |= _nonfinite_chunk(xc, sums)
         count = full
         if xc.shape[0] < nr * bh or xc.shape[1] < nc * bw:
             count = _counts_inside(nr, bh, h, r0, x.device)[:, None] * _counts_inside(nc, bw, w, c0, x.device)
@@ -301,7 +321,7 @@ def digit_histogram(scores: torch.Tensor, prefix: torch.Tensor, shift: int, bits
         if top >= 31:
             _count_into(hist, (chunk >> shift) & ((1 << bits) - 1))
         else:
-            _count_matching(hist, chunk, (chunk >> top) == (prefix >> top), shift)
+            _count_matching(hist, chunk, shift, top, prefix)
     return hist
 
 

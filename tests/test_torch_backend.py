@@ -196,3 +196,21 @@ def test_parameters_that_require_grad():
     assert not y.requires_grad and torch.equal(y, w.detach() * mask)
     assert kernels.apply_mask(w, mask, inplace=True) is w and torch.equal(w.detach(), y)
     assert kernels.block_norm(w).requires_grad is False
+
+
+@pytest.mark.parametrize("host_reads", [True, False])
+@pytest.mark.parametrize("norm", ["L1", "L2"])
+@pytest.mark.parametrize("zpb", [2, 4])
+def test_non_finite_flag_is_exact_when_block_sums_overflow(monkeypatch, host_reads, norm, zpb):
+    """Block sums settle the flag when they are finite; an overflowing sum of finite data
+    must not flag it, and a NaN or inf must, with or without the CPU shortcut."""
+    monkeypatch.setattr(_torch, "host_reads_are_free", lambda device: host_reads)
+    x = torch.full((4, 8), 3e38)  # finite, but the sums of |x| (and of x*x) overflow
+    x[0, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    mask, flag = kernels.block_mask_unchecked(x, 0.5, (1, 4), zpb, norm, backend="torch")
+    assert not bool(flag)
+    assert not mask[0, :zpb].any() and mask[0, zpb:4].all()  # the one finite block is pruned
+    for poison in (float("nan"), float("inf")):
+        y = torch.randn(4, 8)
+        y[2, 5] = poison
+        assert bool(kernels.block_mask_unchecked(y, 0.5, (1, 4), zpb, norm, backend="torch")[1])
