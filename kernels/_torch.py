@@ -276,19 +276,14 @@ def _write_in_block_keep(
     else:
         if lanes is None or padded:
             lanes = _lanes(_blocked(xf, nr, nc, bh, bw, float("inf")))  # padding ranks last
-        lane = _LANES.get(n)
-        if bh == 1 and lane is not None and n > 1 and not padded and _word_view_fits(target, n):
+        words = _block_words(target, nr, nc, bh, bw)
+        if words is not None:
             # The packed answers are the bytes of this part of the mask: write them there.
-            _packed_rank_at_least(lanes, z, out=target.reshape(-1).view(lane).view(nr, nc))
+            _packed_rank_at_least(lanes, z, out=words)
             return
         keep = _in_block_keep(lanes, z)
     keep = keep.view(nr, nc, bh, bw).permute(0, 2, 1, 3).reshape(nr * bh, nc * bw)
     target.copy_(keep[: xf.shape[0], : xf.shape[1]])
-
-
-def _word_view_fits(t: torch.Tensor, width: int) -> bool:
-    """Can the contiguous bool tensor ``t`` be viewed as ``width``-byte words?"""
-    return t.is_contiguous() and t.storage_offset() % width == 0 and t.numel() % width == 0
 
 
 class Threshold(NamedTuple):
