@@ -27,7 +27,7 @@ Bit-exactness with the Triton backend rests on three shared definitions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -79,15 +79,23 @@ def _blocked(v: torch.Tensor, nb_rows: int, nb_cols: int, bh: int, bw: int, fill
     return v.reshape(nb_rows, bh, nb_cols, bw)
 
 
-def _block_sums(v: torch.Tensor) -> torch.Tensor:
-    """Sum each block of ``v`` (nr, bh, nc, bw) -> (nr, nc), one element at a time in
-    row-major order: the order ``avg_pool2d`` (the reference) and the Triton kernels use,
-    so all three agree to the bit."""
+def _block_sums(positions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Sum blocks given their elements by in-block position (row-major), each (nr, nc), one
+    position at a time in that order: the order ``avg_pool2d`` (the reference) and the
+    Triton kernels use, so all three agree to the bit."""
+    if len(positions) == 1:
+        return positions[0].contiguous()
+    total = positions[0] + positions[1]
+    for part in positions[2:]:
+        total.add_(part)
+    return total
+
+
+def _positions(v: torch.Tensor) -> list[torch.Tensor]:
+    """A blocked chunk ``v`` (nr, bh, nc, bw) as its bh*bw in-block positions, row-major,
+    each a (nr, nc) view."""
     _, bh, _, bw = v.shape
-    total = v[:, 0, :, 0]
-    for e in range(1, bh * bw):
-        total = total + v[:, e // bw, :, e % bw]
-    return total.contiguous() if bh * bw == 1 else total
+    return [v[:, e // bw, :, e % bw] for e in range(bh * bw)]
 
 
 def nonfinite(x: torch.Tensor) -> torch.Tensor:
@@ -161,20 +169,9 @@ def _lanes(v: torch.Tensor) -> torch.Tensor:
     per in-block position, so that every later op on a position is a contiguous one."""
     nr, bh, nc, bw = v.shape
     lanes = torch.empty(bh * bw, nr, nc, dtype=torch.float32, device=v.device)
-    for e in range(bh * bw):
-        torch.abs(v[:, e // bw, :, e % bw], out=lanes[e])
+    for lane, position in zip(lanes, _positions(v), strict=True):
+        torch.abs(position, out=lane)
     return lanes
-
-
-def _lane_sums(lanes: torch.Tensor) -> torch.Tensor:
-    """Sum over the positions of (n, nr, nc), one at a time in position (row-major) order:
-    the same float32 additions as ``_block_sums``."""
-    if lanes.shape[0] == 1:
-        return lanes[0]
-    total = lanes[0] + lanes[1]
-    for e in range(2, lanes.shape[0]):
-        total.add_(lanes[e])
-    return total
 
 
 def _in_block_keep(lanes: torch.Tensor, zeros_per_block: int) -> torch.Tensor:
@@ -238,9 +235,9 @@ def block_scores(
         xf = xc.float()
         lanes = _lanes(_blocked(xf, nr, nc, bh, bw, 0.0)) if by_position else None
         if lanes is not None:
-            sums = _lane_sums(lanes if norm == "L1" else lanes * lanes)
+            sums = _block_sums((lanes if norm == "L1" else lanes * lanes).unbind(0))
         else:
-            sums = _block_sums(_blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0))
+            sums = _block_sums(_positions(_blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0)))
         bad |= _nonfinite_chunk(xc, sums)
         count = full
         if xc.shape[0] < nr * bh or xc.shape[1] < nc * bw:
