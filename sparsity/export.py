@@ -16,6 +16,14 @@ its dimensions are multiples of (and at least) the backend's minimum sizes, read
 cuSPARSELt; (32, 64) for fp16/bf16 and (16, 128) for int8 with CUTLASS, which torch uses
 where cuSPARSELt is absent (or ``SparseSemiStructuredTensor._FORCE_CUTLASS`` is set).
 
+Hugging Face's GPT-2 family uses ``transformers.pytorch_utils.Conv1D``: a linear layer whose
+weight is stored transposed, ``(in, out)``, computing ``x @ weight + bias``. Its input
+dimension runs down the stored weight's columns, so it is 2:4 for sparse tensor cores only
+when every 4 consecutive elements of a *column* hold at most 2 nonzeros: prune it with
+``sparse_block_shape=(4, 1)`` and ``zeros_per_block=2``. Such a layer is exported as an
+``nn.Linear`` (same input, output and bias) holding the transposed semi-structured weight;
+one pruned along its rows (``(1, 4)`` blocks, the output dimension) is refused by name.
+
 The exported model is for inference: the new weights do not require grad.
 """
 
@@ -29,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["ExportRecord", "format_export_report", "is_n_m_sparse", "to_semi_structured"]
+__all__ = ["ExportRecord", "format_export_report", "is_n_m_sparse", "is_transposed_linear", "to_semi_structured"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +95,9 @@ def is_n_m_sparse(tensor: torch.Tensor, n: int = 2, m: int = 4) -> bool:
 # ---------------------------------------------------------------- export
 @dataclass(frozen=True)
 class ExportRecord:
-    """What ``to_semi_structured`` did with one ``nn.Linear`` layer.
+    """What ``to_semi_structured`` did with one ``nn.Linear`` (or GPT-2 ``Conv1D``) layer.
+
+    ``shape`` is the weight as stored (``(in, out)`` for a ``Conv1D``).
 
     ``is_2_4`` is whether its weight (or given mask) is 2:4; ``reason`` says why the layer
     stayed dense, or how it was exported.
@@ -152,14 +162,51 @@ def _mask_for(masks: Mapping[str, torch.Tensor] | None, name: str) -> torch.Tens
     return masks.get(key, masks.get(name))
 
 
+def is_transposed_linear(layer: nn.Module) -> bool:
+    """Is ``layer`` a Hugging Face ``Conv1D`` (GPT-2's linear layer, weight stored ``(in, out)``)?
+
+    Recognised by its class name and its ``nx``/``nf`` sizes, so transformers need not be installed."""
+    weight = getattr(layer, "weight", None)
+    return (
+        type(layer).__name__ == "Conv1D"
+        and isinstance(weight, torch.Tensor)
+        and weight.dim() == 2
+        and tuple(weight.shape) == (getattr(layer, "nx", None), getattr(layer, "nf", None))
+    )
+
+
+def _conv1d_reason(weight: torch.Tensor, mask: torch.Tensor | None) -> str | None:
+    """Why a ``Conv1D`` weight ``(in, out)`` is not 2:4 along its input dimension, or None."""
+    why = _mask_shape_reason(weight, mask)
+    if why is not None:
+        return why
+    why = _n_m_reason(weight.t(), None if mask is None else mask.t())
+    if why is None:
+        return None
+    if mask is None and n_m_violation(weight, 2, 4) is None:
+        why = "not 2:4: it is 2:4 along its rows, the output dimension, which sparse tensor cores cannot use"
+    return (
+        f"{why} (Conv1D stores its weight as (in, out): 2:4 groups must run down its columns; "
+        "prune it with sparse_block_shape=(4, 1), zeros_per_block=2)"
+    )
+
+
+def _mask_shape_reason(weight: torch.Tensor, mask: object) -> str | None:
+    """Why ``mask`` cannot be ``weight``'s mask (not a tensor of its shape), or None."""
+    if mask is None or (isinstance(mask, torch.Tensor) and mask.shape == weight.shape):
+        return None
+    shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+    return f"not 2:4: mask must have the weight's shape {tuple(weight.shape)}; got {shape}"
+
+
 def _n_m_reason(weight: torch.Tensor, mask: torch.Tensor | None) -> str | None:
     """Why ``weight`` (checked against ``mask`` when one is given) is not 2:4, or None."""
     if mask is None:
         why = n_m_violation(weight, 2, 4)
         return None if why is None else f"not 2:4: {why}"
-    if not isinstance(mask, torch.Tensor) or mask.shape != weight.shape:
-        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        return f"not 2:4: mask must have the weight's shape {tuple(weight.shape)}; got {shape}"
+    why = _mask_shape_reason(weight, mask)
+    if why is not None:
+        return why
     keep = mask.to(weight.device) != 0
     why = n_m_violation(keep, 2, 4)
     if why is not None:
@@ -170,31 +217,57 @@ def _n_m_reason(weight: torch.Tensor, mask: torch.Tensor | None) -> str | None:
     return None
 
 
-def _export_one(name: str, layer: nn.Linear, mask: torch.Tensor | None, backend: str, cls: type, dry_run: bool) -> ExportRecord:
+def _export_one(
+    name: str, layer: nn.Module, mask: torch.Tensor | None, backend: str, cls: type, dry_run: bool
+) -> tuple[ExportRecord, nn.Linear | None]:
+    """Validate one layer and, unless ``dry_run``, swap in its semi-structured weight; a
+    ``Conv1D`` is not changed but comes back with the ``nn.Linear`` that replaces it."""
     from torch.nn.utils import parametrize
     from torch.sparse import SparseSemiStructuredTensor
 
+    transposed = is_transposed_linear(layer)
     weight = layer.weight
     record = dict(name=name, shape=tuple(weight.shape), dtype=_dtype_name(weight.dtype), device=str(weight.device))
     if isinstance(weight, SparseSemiStructuredTensor):
-        return ExportRecord(**record, exported=False, reason="already semi-structured", is_2_4=True)
+        return ExportRecord(**record, exported=False, reason="already semi-structured", is_2_4=True), None
     if parametrize.is_parametrized(layer, "weight"):
-        return ExportRecord(**record, exported=False, reason="weight is parametrized: squash the mask first", is_2_4=False)
+        return ExportRecord(**record, exported=False, reason="weight is parametrized: squash the mask first", is_2_4=False), None
     data = weight.detach()
-    why = _n_m_reason(data, mask)
+    why = _conv1d_reason(data, mask) if transposed else _n_m_reason(data, mask)
     if why is not None:
-        return ExportRecord(**record, exported=False, reason=why, is_2_4=False)
-    why = hardware_reason(tuple(data.shape), data.dtype, data.device, _capability(data.device), backend)
+        return ExportRecord(**record, exported=False, reason=why, is_2_4=False), None
+    linear_weight = data.t() if transposed else data  # (out, in), as F.linear reads it
+    why = hardware_reason(tuple(linear_weight.shape), data.dtype, data.device, _capability(data.device), backend)
+    if why is None and transposed and not name:
+        why = "the module passed in is itself a Conv1D, which cannot be replaced in place: pass its parent module"
     if why is not None:
-        return ExportRecord(**record, exported=False, reason=why, is_2_4=True)
+        return ExportRecord(**record, exported=False, reason=why, is_2_4=True), None
     if dry_run:
-        return ExportRecord(**record, exported=False, reason=f"qualifies ({backend}); dry run", is_2_4=True)
+        return ExportRecord(**record, exported=False, reason=f"qualifies ({backend}); dry run", is_2_4=True), None
     try:
-        sparse = cls.from_dense(data.contiguous())
+        sparse = cls.from_dense(linear_weight.contiguous())
     except (RuntimeError, ValueError, NotImplementedError) as err:
-        return ExportRecord(**record, exported=False, reason=f"{backend} refused it: {err}", is_2_4=True)
+        return ExportRecord(**record, exported=False, reason=f"{backend} refused it: {err}", is_2_4=True), None
+    if transposed:
+        reason = f"exported ({backend}) as nn.Linear, weight transposed"
+        return ExportRecord(**record, exported=True, reason=reason, is_2_4=True), _as_linear(layer, sparse)
     layer.weight = nn.Parameter(sparse, requires_grad=False)
-    return ExportRecord(**record, exported=True, reason=f"exported ({backend})", is_2_4=True)
+    return ExportRecord(**record, exported=True, reason=f"exported ({backend})", is_2_4=True), None
+
+
+def _as_linear(conv1d: nn.Module, weight: torch.Tensor) -> nn.Linear:
+    """An ``nn.Linear`` computing what ``conv1d`` computes, holding ``weight`` (its transposed, semi-structured weight)."""
+    bias = getattr(conv1d, "bias", None)
+    linear = nn.Linear(conv1d.nx, conv1d.nf, bias=bias is not None, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        linear.bias = nn.Parameter(bias.detach(), requires_grad=False)
+    return linear
+
+
+def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(module.get_submodule(parent_name), child, new)
 
 
 def to_semi_structured(
@@ -202,19 +275,21 @@ def to_semi_structured(
 ) -> list[ExportRecord]:
     """Swap the weights of ``module``'s 2:4-sparse ``nn.Linear`` layers for semi-structured
     sparse tensors, in place, where device, dtype and shape qualify (see the module docstring).
+    A Hugging Face ``Conv1D`` (GPT-2) that is 2:4 along its input dimension is replaced by an
+    equivalent ``nn.Linear`` holding its transposed semi-structured weight.
 
     Args:
-        module: the model; every ``nn.Linear`` in it (itself included) is considered.
+        module: the model; every ``nn.Linear`` and ``Conv1D`` in it (itself included) is considered.
         masks: optional keep-masks by layer name (``"fc1"``) or weight name (``"fc1.weight"``),
-            e.g. a sparsifier's masks. A layer with a mask qualifies only when the mask is 2:4
-            and the weight is zero wherever the mask is False; the weight is not modified.
-            Without a mask, the weight itself must be 2:4.
+            e.g. a sparsifier's masks, in the shape of the stored weight. A layer with a mask
+            qualifies only when the mask is 2:4 and the weight is zero wherever the mask is
+            False; the weight is not modified. Without a mask, the weight itself must be 2:4.
         dry_run: validate and report, change nothing.
 
     Returns:
-        One ``ExportRecord`` per ``nn.Linear`` layer, in ``named_modules`` order. Each record
-        is logged (exported: INFO; 2:4 but left dense: WARNING; not 2:4: INFO). On a CPU
-        nothing changes: every record says why.
+        One ``ExportRecord`` per ``nn.Linear`` or ``Conv1D`` layer, in ``named_modules`` order.
+        Each record is logged (exported: INFO; 2:4 but left dense: WARNING; not 2:4: INFO). On
+        a CPU nothing changes: every record says why.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module; got {type(module).__name__}")
@@ -223,15 +298,19 @@ def to_semi_structured(
     if not isinstance(dry_run, bool):
         raise TypeError(f"dry_run must be True or False; got {dry_run!r}")
     backend, cls = _backend()
-    report = []
+    report, replacements = [], []
     for name, layer in module.named_modules():
-        if not isinstance(layer, nn.Linear):
+        if not (isinstance(layer, nn.Linear) or is_transposed_linear(layer)):
             continue
-        record = _export_one(name, layer, _mask_for(masks, name), backend, cls, dry_run)
+        record, linear = _export_one(name, layer, _mask_for(masks, name), backend, cls, dry_run)
+        if linear is not None:
+            replacements.append((name, linear))
         left_dense = record.is_2_4 and not record.exported and not dry_run and record.reason != "already semi-structured"
         level = logging.WARNING if left_dense else logging.INFO
         logger.log(level, "%s %s %s: %s", record.name or "<module>", record.shape, record.dtype, record.reason)
         report.append(record)
+    for name, linear in replacements:  # after the walk: named_modules must not see the tree change under it
+        _replace(module, name, linear)
     return report
 
 

@@ -272,3 +272,107 @@ def test_verdict_benchmark_rejects_bad_shapes():
 
     with pytest.raises(SystemExit):
         main(["--nk", "4096"])
+
+
+# ---------------------------------------------------------------- GPT-2's Conv1D (weight stored (in, out))
+def conv1d_2_4_along_inputs(nx: int, nf: int, seed: int = 0) -> nn.Module:
+    """A transformers Conv1D pruned as the README says: (4, 1) blocks, 2 zeros each, level 1.0."""
+    from transformers.pytorch_utils import Conv1D
+
+    layer = Conv1D(nf, nx)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(nx, nf, generator=torch.Generator().manual_seed(seed)))
+        kernels.sparsify(layer.weight, 1.0, (4, 1), 2, inplace=True)
+    return layer
+
+
+class FakeSemiStructured:
+    """Stands in for torch's semi-structured class on a CPU: from_dense keeps the dense weight."""
+
+    @staticmethod
+    def from_dense(t: torch.Tensor) -> torch.Tensor:
+        return t.clone()
+
+
+def test_conv1d_pruned_along_inputs_is_2_4_and_says_why_it_stays_dense_on_cpu():
+    from transformers.pytorch_utils import Conv1D
+
+    model = nn.Sequential(conv1d_2_4_along_inputs(64, 32), nn.ReLU())
+    assert is_n_m_sparse(model[0].weight.t()) and not is_n_m_sparse(model[0].weight)
+    report = to_semi_structured(model)
+    assert [(r.name, r.shape, r.is_2_4, r.exported) for r in report] == [("0", (64, 32), True, False)]
+    assert report[0].reason.startswith("device cpu")
+    assert isinstance(model[0], Conv1D)  # nothing changed on a CPU
+
+
+def test_conv1d_pruned_along_rows_is_refused_by_name_with_the_block_shape_to_use():
+    from transformers.pytorch_utils import Conv1D
+
+    layer = Conv1D(32, 64)
+    with torch.no_grad():
+        kernels.sparsify(layer.weight, 1.0, (1, 4), 2, inplace=True)  # 2:4 along the output dimension
+    report = to_semi_structured(nn.Sequential(layer))
+    assert not report[0].is_2_4 and not report[0].exported
+    assert report[0].reason.startswith("not 2:4: it is 2:4 along its rows, the output dimension")
+    assert "sparse_block_shape=(4, 1), zeros_per_block=2" in report[0].reason
+    dense = to_semi_structured(nn.Sequential(Conv1D(32, 64)))[0].reason
+    assert dense.startswith("not 2:4: 512 of 512 groups of 4 hold more than 2 nonzeros (Conv1D stores")
+
+
+def test_conv1d_masks_are_read_in_the_stored_shape():
+    layer = conv1d_2_4_along_inputs(64, 32)
+    keep = layer.weight != 0
+    assert to_semi_structured(nn.Sequential(layer), {"0.weight": keep})[0].is_2_4
+    wrong = to_semi_structured(nn.Sequential(layer), {"0": keep.t()})[0].reason
+    assert wrong == "not 2:4: mask must have the weight's shape (64, 32); got (32, 64)"
+
+
+def test_gpt2_conv1d_layers_are_listed_not_skipped():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=16))
+    names = [r.name for r in to_semi_structured(model, dry_run=True)]
+    assert names == ["transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj", "transformer.h.0.mlp.c_fc",
+                     "transformer.h.0.mlp.c_proj", "lm_head"]
+
+
+def test_conv1d_export_swaps_in_an_equivalent_linear(monkeypatch):
+    """The swap itself, with the hardware check passed and a stand-in for the sparse class
+    (no sparse tensor cores here): the new nn.Linear computes what the Conv1D computed."""
+    import sparsity.export as export
+
+    monkeypatch.setattr(export, "hardware_reason", lambda *args: None)
+    monkeypatch.setattr(export, "_backend", lambda: ("fake", FakeSemiStructured))
+    block = nn.Sequential(conv1d_2_4_along_inputs(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    with torch.no_grad():
+        block[0].bias.normal_()
+        kernels.sparsify(block[2].weight, 1.0, (1, 4), 2, inplace=True)
+    x = torch.randn(5, 64)
+    expected = block(x)
+    stored = block[0].weight.detach().clone()
+    report = to_semi_structured(block)
+    assert [(r.name, r.exported) for r in report] == [("0", True), ("2", True)]
+    assert report[0].reason == "exported (fake) as nn.Linear, weight transposed"
+    assert type(block[0]) is nn.Linear and (block[0].in_features, block[0].out_features) == (64, 32)
+    assert torch.equal(block[0].weight, stored.t())
+    torch.testing.assert_close(block(x), expected)
+    alone = conv1d_2_4_along_inputs(64, 32)
+    record = to_semi_structured(alone)[0]
+    assert not record.exported and record.reason.endswith("pass its parent module")
+
+
+@requires_cuda
+@pytest.mark.cuda
+def test_conv1d_exports_on_a_gpu():
+    if torch.cuda.get_device_capability() < (8, 0):
+        pytest.skip("needs compute capability 8.0+")
+    from torch.sparse import SparseSemiStructuredTensor
+
+    block = nn.Sequential(conv1d_2_4_along_inputs(256, 128)).to("cuda", torch.bfloat16)
+    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    expected = block(x)
+    report = to_semi_structured(block)
+    assert report[0].exported, format_export_report(report)
+    assert isinstance(block[0].weight, SparseSemiStructuredTensor)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected, rtol=2e-2, atol=2e-2)
