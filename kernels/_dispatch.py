@@ -14,7 +14,11 @@ BACKENDS = ("auto", "triton", "torch")
 
 
 def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Is the triton package importable? (The ``cuda`` extra installs it; CUDA builds of torch bring it.)"""
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except ValueError:  # sys.modules["triton"] is None: its import is blocked
+        return False
 
 
 def interpreting() -> bool:
