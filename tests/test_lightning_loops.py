@@ -65,12 +65,14 @@ def _assert_post_training_masks(module: pl.LightningModule, pt: PostTrainingData
 
 
 # ------------------------------------------------------------------ precision
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
-def test_mixed_precision(precision):
+@pytest.mark.parametrize("precision, dtype", [("bf16-mixed", torch.float32), ("16-mixed", torch.float32),
+                                              ("bf16-true", torch.bfloat16), ("16-true", torch.float16)])
+def test_precision(precision, dtype):
     pt, ta = _post(), _inplace()
     module = TinyModule()
     trainer(max_epochs=2, precision=precision, callbacks=[pt, ta]).fit(module, loader())
-    assert all(p.dtype == torch.float32 for p in module.parameters())  # mixed: fp32 weights, low-precision compute
+    assert all(p.dtype == dtype for p in module.parameters())  # mixed: fp32 weights, low-precision compute
+    assert all(p.dtype == dtype for p in pt.sparsified.parameters())
     _assert_live_masked(module, ta)
     _assert_post_training_masks(module, pt)
     assert ta.updates_done == 8 and torch.isfinite(torch.cat([p.flatten() for p in module.parameters()])).all()

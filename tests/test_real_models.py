@@ -191,6 +191,25 @@ def test_compiled_model_by_the_users_names_everywhere():
     assert torch.equal(pt.sparsified[0].weight.detach(), w * kernels.block_mask(w, 0.5, (1, 4), 4))
 
 
+def test_compiled_submodule_names_and_an_uncompiled_copy():
+    class Nested(TinyModule):
+        def __init__(self):
+            super().__init__()
+            self.model["mlp"] = torch.compile(self.model["mlp"], backend="eager")
+
+    torch._dynamo.reset()
+    module = Nested()
+    assert "mlp._orig_mod.0.weight" in dict(module.model.named_parameters())
+    pt = PostTrainingDataSparsity(DataNormSparsifier, HALF_BLOCKS, param_filter=["mlp.0.weight", "embed.*"])
+    trainer(max_epochs=1, callbacks=[pt]).fit(module, loader())
+    assert set(pt._masks) == {"embed.weight", "mlp.0.weight"}
+    assert type(pt.sparsified["mlp"]) is nn.Sequential  # the copy holds the user's module, not the wrapper
+    assert set(pt.sparsified.state_dict()) == {"embed.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}
+    live = module.model["mlp"]._orig_mod
+    assert torch.equal(pt.sparsified["mlp"][0].weight.detach(), live[0].weight.detach() * pt._masks["mlp.0.weight"])
+    assert type(module.model["mlp"]) is not nn.Sequential  # the live model stays compiled
+
+
 def _frames(callbacks: list[pl.Callback]) -> int:
     from torch._dynamo.testing import CompileCounterWithBackend
 

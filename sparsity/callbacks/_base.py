@@ -152,7 +152,7 @@ class DataSparsityCallback(pl.Callback):
         """A copy of the model on ``sparsified_device`` with the masks applied; the
         sparsifier ends holding the copy's tensors, squashed (as torch.ao's callbacks)."""
         module = _model.target_module(pl_module)
-        copy = _model.copy_to(module, self.sparsified_device, skip=[trainer])
+        copy = _model.without_compile_wrappers(_model.copy_to(module, self.sparsified_device, skip=[trainer]))
         copy_params = _model.named_parameters(copy)  # ties are kept: a tied weight is masked once, at both ends
         for name, mask in self._masks.items():
             target = copy_params[name]

@@ -28,6 +28,18 @@ def unwrap_compiled(module: nn.Module) -> nn.Module:
     return module
 
 
+def without_compile_wrappers(module: nn.Module) -> nn.Module:
+    """``module`` with every ``torch.compile`` wrapper among its submodules replaced by the
+    module it wraps, in place (for a copy: its names and ``state_dict`` keys are then the
+    user's); the root unwrapped too."""
+    module = unwrap_compiled(module)
+    for parent in module.modules():
+        for name, child in parent._modules.items():
+            if child is not None and unwrap_compiled(child) is not child:
+                parent._modules[name] = unwrap_compiled(child)
+    return module
+
+
 def user_name(name: str) -> str:
     """A parameter's name as the user wrote the model: ``torch.compile``'s ``_orig_mod.``
     segments (from compiled submodules) left out."""
