@@ -259,6 +259,23 @@ def test_nothing_to_sparsify_and_bad_scheduler_values_fail_before_training():
         assert module.training_steps == 0
 
 
+def test_lazy_modules_are_refused_before_training_with_what_to_do():
+    class Lazy(TinyModule):
+        def __init__(self):
+            super().__init__()
+            self.model["mlp"][0] = nn.LazyLinear(32)
+
+    module = Lazy()
+    with pytest.raises(ValueError, match=r"'mlp.0.weight' is not initialized yet.*forward pass"):
+        trainer(max_epochs=1, callbacks=[PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)]).fit(module, loader())
+    assert module.training_steps == 0
+    module = Lazy()
+    module(torch.zeros(1, dtype=torch.long))  # materialized: now it works
+    pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)
+    trainer(max_epochs=1, callbacks=[pt]).fit(module, loader())
+    assert set(pt._masks) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
+
+
 def test_callback_copy_is_independent_of_later_training():
     pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)
     module = TinyModule()

@@ -107,6 +107,13 @@ def selected_parameters(module: nn.Module, keep: Callable[[str, torch.Tensor], b
     dotted name. A tied parameter is taken once, under its first name, when ``keep``
     accepts any of its names."""
     aliases = parameter_aliases(module)
+    for name, p in named_parameters(module).items():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise ValueError(
+                f"parameter {name!r} is not initialized yet (a lazy module such as nn.LazyLinear), so it has no shape "
+                "to compute masks for: materialize it before fit, e.g. with one forward pass on a sample batch in "
+                "the LightningModule's __init__"
+            )
     return {
         name: p for name, p in named_parameters(module).items()
         if p.dtype.is_floating_point and p.numel() > 0 and any(keep(alias, p) for alias in aliases[id(p)])
