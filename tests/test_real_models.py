@@ -132,6 +132,9 @@ def test_bert_matrices_and_embedding_tables_by_default_norms_and_biases_dense():
 # ------------------------------------------------------------------ ResNet-18, channels_last
 def test_resnet18_channels_last_masks_equal_the_contiguous_weights_and_the_copy_keeps_the_format():
     model = resnet18().to(memory_format=torch.channels_last)
+    # torchvision's resnet18: 11,689,512 parameters in 62 tensors, 60 BatchNorm buffers
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512
+    assert len(list(model.parameters())) == 62 and len(list(model.buffers())) == 60
     assert not model.conv1.weight.is_contiguous()
     pt = PostTrainingDataSparsity(DataNormSparsifier, HALF_BLOCKS)
     module = Wrapped(model, image_loss)
