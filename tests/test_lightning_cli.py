@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from sparsity import (
     CubicSLScheduler,
@@ -31,8 +31,8 @@ QUIET = ["--trainer.max_epochs=2", "--trainer.accelerator=cpu", "--trainer.devic
          "--trainer.enable_model_summary=false"]
 
 
-def _cli(args: list[str]) -> LightningCLI:
-    return LightningCLI(TinyModule, TinyData, args=["fit", *args, *QUIET], save_config_callback=None)
+def _cli(args: list[str], **kwargs) -> LightningCLI:
+    return LightningCLI(TinyModule, TinyData, args=["fit", *args, *QUIET], **{"save_config_callback": None, **kwargs})
 
 
 def _ours(cli: LightningCLI) -> list:
@@ -50,7 +50,9 @@ def readme_command() -> list[str]:
 def test_the_readme_config(tmp_path):
     (config,) = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
     (tmp_path / "sparsity.yaml").write_text(config)
-    cli = _cli(["--config", str(tmp_path / "sparsity.yaml")])
+    run = tmp_path / "run"
+    cli = _cli(["--config", str(tmp_path / "sparsity.yaml"), f"--trainer.default_root_dir={run}"],
+               save_config_callback=SaveConfigCallback)
     pt, ta = _ours(cli)
     assert type(pt) is PostTrainingDataSparsity and type(ta) is TrainingAwareDataSparsity
     assert pt.data_sparsifier_class is DataNormSparsifier and ta.data_scheduler_class is CubicSLScheduler
@@ -62,6 +64,15 @@ def test_the_readme_config(tmp_path):
     live = cli.model.model["mlp"][0].weight.detach()  # already 2:4 in place; post-training prunes it further
     assert torch.equal(pt.sparsified["mlp"][0].weight.detach(), live * pt._masks["mlp.0.weight"])
     assert (pt.sparsified["mlp"][0].weight == 0).float().mean() >= 0.5
+
+    # the config LightningCLI saved (classes and the filter function by import path) runs again, to the same masks
+    saved = (run / "config.yaml").read_text()
+    assert "data_sparsifier_class: sparsity.DataNormSparsifier" in saved
+    assert "param_filter: sparsity.callbacks.weight_matrices" in saved
+    again = _ours(LightningCLI(TinyModule, TinyData, args=["fit", "--config", str(run / "config.yaml")],
+                               save_config_callback=None))
+    for before, after in zip((pt, ta), again, strict=True):
+        assert all(torch.equal(m, after._masks[n]) for n, m in before._masks.items())
 
 
 def test_the_readme_command_line():
