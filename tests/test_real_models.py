@@ -213,6 +213,16 @@ def test_compiled_submodule_names_and_an_uncompiled_copy():
     assert type(module.model["mlp"]) is not nn.Sequential  # the live model stays compiled
 
 
+def test_a_compiled_lightning_module():
+    torch._dynamo.reset()
+    module = TinyModule()
+    pt = PostTrainingDataSparsity(DataNormSparsifier, HALF_BLOCKS)
+    trainer(max_epochs=1, callbacks=[pt]).fit(torch.compile(module, backend="eager"), loader())  # Lightning unwraps it
+    assert set(pt._masks) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
+    w = module.model["mlp"][0].weight.detach()
+    assert torch.equal(pt.sparsified["mlp"][0].weight.detach(), w * kernels.block_mask(w, 0.5, (1, 4), 4))
+
+
 def _frames(callbacks: list[pl.Callback]) -> int:
     from torch._dynamo.testing import CompileCounterWithBackend
 
