@@ -259,7 +259,10 @@ def run(cases: list[Case], contenders: list[str], settings: Settings) -> Run:
     start = time.perf_counter()
     outcome = Run(machine.describe(settings.device), settings, names, [copy_bandwidth(settings.device, settings.copy_bytes)])
     harness = Harness(settings, names)
-    bar = tqdm(total=len(cases), disable=not settings.progress, unit="case", dynamic_ncols=True, mininterval=1.0)
+    # disable=None: no bar when stderr is not a terminal (CI, nohup, a job log), where each
+    # refresh would be a line of its own
+    bar = tqdm(total=len(cases), disable=None if settings.progress else True, unit="case", dynamic_ncols=True,
+               mininterval=1.0)
     probe = MemoryProbe(settings.threads) if settings.memory and settings.device == "cpu" else None
     try:
         if probe is not None:

@@ -9,6 +9,7 @@ Runs on the CPU, or on CUDA when present (where the masks come from the Triton k
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--samples", type=int, default=30000)
-    parser.add_argument("--no-progress-bar", action="store_true")
+    parser.add_argument("--no-progress-bar", action="store_true", help="no progress bar (there is none when stdout "
+                        "is not a terminal: in a log each refresh would be a line of its own)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", module="lightning")
     train, val = synthetic_data(args.samples)
@@ -104,14 +106,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     aware = TrainingAwareDataSparsity(DataNormSparsifier, two_four, CubicSLScheduler, ramp,
                                       param_filter="*.weight", sparsified_device="cpu")
-    dense, fit_seconds = _fit([post, aware], train, val, args.epochs, not args.no_progress_bar)
+    progress = not args.no_progress_bar and sys.stdout.isatty()  # Lightning's bar writes to stdout
+    dense, fit_seconds = _fit([post, aware], train, val, args.epochs, progress)
 
     print("\n2) gradual magnitude pruning: the live model is kept 2:4-sparse as the level ramps up")
     updates_per_epoch = max(1, len(train) // 256 // 20)  # a mask update every 20 optimizer steps
     step_ramp = {**ramp, "total_t": updates_per_epoch * max(1, args.epochs - 1)}
     gradual = TrainingAwareDataSparsity(DataNormSparsifier, two_four, CubicSLScheduler, step_ramp, inplace=True,
                                         schedule_interval="step", every_n_steps=20, param_filter="*.weight")
-    pruned, gradual_seconds = _fit([gradual], train, val, args.epochs, not args.no_progress_bar)
+    pruned, gradual_seconds = _fit([gradual], train, val, args.epochs, progress)
 
     results = {
         "dense": validation_loss(dense.model, val, device),

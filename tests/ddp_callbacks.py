@@ -45,8 +45,9 @@ class AgreementProbe(pl.Callback):
 
 def main(out_dir: str) -> None:
     args = {"sparsity_level": 0.5, "sparse_block_shape": (1, 4), "zeros_per_block": 2}
-    pt = PostTrainingDataSparsity(DataNormSparsifier, args)
-    ta = TrainingAwareDataSparsity(DataNormSparsifier, {**args, "sparsity_level": 0.2}, StepSLScheduler, {"gamma": 1.5})
+    pt = PostTrainingDataSparsity(DataNormSparsifier, args, param_filter="*")  # biases (1-D) too
+    ta = TrainingAwareDataSparsity(DataNormSparsifier, {**args, "sparsity_level": 0.2}, StepSLScheduler, {"gamma": 1.5},
+                                   param_filter="*")
     probe, logger = AgreementProbe(), FileLogger()
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=logger, enable_checkpointing=False,

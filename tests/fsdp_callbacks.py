@@ -45,7 +45,8 @@ class Recorder(pl.Callback):
 
 def callbacks(checkpoint_dir: str | None):
     ta = TrainingAwareDataSparsity(DataNormSparsifier, ARGS, CubicSLScheduler,
-                                   {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": 3}, inplace=True)
+                                   {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": 3}, inplace=True,
+                                   param_filter="*")  # biases too: 1-D shards
     extra = [ModelCheckpoint(dirpath=checkpoint_dir, save_top_k=-1)] if checkpoint_dir else []
     return ta, Recorder(ta), extra
 
@@ -73,7 +74,7 @@ def fsdp1_refusal() -> str:
 
 
 def main(out_dir: str) -> None:
-    pt = PostTrainingDataSparsity(DataNormSparsifier, ARGS)
+    pt = PostTrainingDataSparsity(DataNormSparsifier, ARGS, param_filter="*")  # biases too: 1-D shards
     ta, recorder, extra = callbacks(f"{out_dir}/ckpt")
     t = trainer(3, [pt, ta, recorder, *extra], True)
     module = ShardedTinyModule()

@@ -71,3 +71,22 @@ class ShardedTinyModule(TinyModule):
         for layer in (self.model["embed"], self.model["mlp"][0], self.model["mlp"][2]):
             fully_shard(layer, mesh=mesh)
         fully_shard(self, mesh=mesh)
+
+
+class TinyData(pl.LightningDataModule):
+    """``loader()``'s data as a datamodule, for LightningCLI."""
+
+    def __init__(self, n: int = 128, batch_size: int = 16):
+        super().__init__()
+        self.n, self.batch_size = n, batch_size
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return loader(self.n, self.batch_size)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return loader(32, self.batch_size, seed=2)
+
+
+def mlp_only(name: str, param: torch.Tensor) -> bool:
+    """A ``param_filter`` to name by import path in a config: the MLP's weight matrices."""
+    return name.startswith("mlp.") and param.dim() >= 2

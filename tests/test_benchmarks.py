@@ -30,6 +30,7 @@ def test_quick_command_writes_table_json_and_chart(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| case | moved | contender |" in done.stdout and "Targets on the CPU" in done.stdout
+    assert "\r" not in done.stderr  # stderr is a pipe here: no progress-bar refreshes in the log
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     data = json.loads(out_json.read_text())

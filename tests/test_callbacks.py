@@ -74,7 +74,12 @@ def test_post_training_contract():
         assert pt.data_sparsifier.defaults[key] == value
     copy_weights = dict(pt.sparsified.named_parameters())
     assert set(copy_weights) == set(trained)
+    assert set(pt.data_sparsifier.data_groups) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}  # ndim >= 2
+    for name in ("mlp.0.bias", "mlp.2.bias"):  # the default filter leaves biases dense
+        assert torch.equal(copy_weights[name].detach(), trained[name])
     for name, w in trained.items():
+        if w.dim() < 2:
+            continue
         expected_mask = kernels.block_mask(w, 0.5, (1, 4), 4)
         assert torch.equal(pt.data_sparsifier.get_mask(name), expected_mask), name
         assert torch.equal(copy_weights[name].detach(), w * expected_mask)
@@ -97,7 +102,10 @@ def test_training_aware_contract_levels_and_masks():
     overall = [h["training_aware_sparsity/overall"] for h in ta.history]
     assert overall == sorted(overall) and len(overall) == 4
     assert ta.data_scheduler.get_last_param()["mlp.0.weight"] == pytest.approx(0.1 * 2**4)
+    assert set(recorder.masks[-1]) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
     for name, w in weights(module.model).items():
+        if w.dim() < 2:
+            continue
         assert torch.equal(recorder.masks[-1][name], kernels.block_mask(w, min(1.0, 0.1 * 2**3), (1, 4), 4))
         assert torch.equal(dict(ta.sparsified.named_parameters())[name].detach(), w * recorder.masks[-1][name])
         assert (w == 0).sum() == 0  # the live model is not modified
@@ -105,7 +113,9 @@ def test_training_aware_contract_levels_and_masks():
 
 # ------------------------------------------------------------------ which tensors
 @pytest.mark.parametrize("param_filter, expected", [
-    (None, {"embed.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}),
+    (None, {"embed.weight", "mlp.0.weight", "mlp.2.weight"}),  # the default: 2+ dims
+    ("*", {"embed.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}),
+    (_model.weight_matrices, {"embed.weight", "mlp.0.weight", "mlp.2.weight"}),
     ("*.weight", {"embed.weight", "mlp.0.weight", "mlp.2.weight"}),
     (re.compile(r"^mlp\.\d\.weight$"), {"mlp.0.weight", "mlp.2.weight"}),
     (["embed.*", "mlp.2.*"], {"embed.weight", "mlp.2.weight", "mlp.2.bias"}),
@@ -247,6 +257,23 @@ def test_nothing_to_sparsify_and_bad_scheduler_values_fail_before_training():
         with pytest.raises(ValueError, match=r"param_filter|step_size"):
             trainer(max_epochs=1, callbacks=[cb]).fit(module, loader())
         assert module.training_steps == 0
+
+
+def test_lazy_modules_are_refused_before_training_with_what_to_do():
+    class Lazy(TinyModule):
+        def __init__(self):
+            super().__init__()
+            self.model["mlp"][0] = nn.LazyLinear(32)
+
+    module = Lazy()
+    with pytest.raises(ValueError, match=r"'mlp.0.weight' is not initialized yet.*forward pass"):
+        trainer(max_epochs=1, callbacks=[PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)]).fit(module, loader())
+    assert module.training_steps == 0
+    module = Lazy()
+    module(torch.zeros(1, dtype=torch.long))  # materialized: now it works
+    pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)
+    trainer(max_epochs=1, callbacks=[pt]).fit(module, loader())
+    assert set(pt._masks) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
 
 
 def test_callback_copy_is_independent_of_later_training():

@@ -3,6 +3,7 @@ sparsifier, computing masks on the model's device, the sparsified copy, reportin
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import time
 from collections.abc import Mapping
@@ -19,7 +20,10 @@ from sparsity.distributed import assert_masks_agree
 
 
 def check_class(cls: object, base: type, what: str) -> type:
-    """``cls`` must be a subclass of ``base`` (a class, not an instance)."""
+    """``cls`` must be a subclass of ``base`` (a class, not an instance), or its import path
+    (``"sparsity.DataNormSparsifier"``, as a config file gives it)."""
+    if isinstance(cls, str):
+        cls = import_class(cls, what)
     if not inspect.isclass(cls):
         raise TypeError(
             f"{what} must be a class (the callback builds the object itself); got an instance of {type(cls).__name__}"
@@ -27,6 +31,21 @@ def check_class(cls: object, base: type, what: str) -> type:
     if not issubclass(cls, base):
         raise TypeError(f"{what} must be a subclass of sparsity.{base.__name__}; got {cls.__name__}")
     return cls
+
+
+def import_class(path: str, what: str) -> object:
+    """The object at import path ``path`` (``"package.module.Name"`` or ``"package.module:Name"``)."""
+    module_name, sep, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{what} must be a class or its import path such as 'sparsity.DataNormSparsifier'; got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"{what}={path!r}: cannot import module {module_name!r} ({err})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"{what}={path!r}: module {module_name!r} has no attribute {attr!r}") from None
 
 
 def check_args(cls: type, args: object, what: str, reserved: tuple[str, ...]) -> dict[str, Any]:
@@ -56,7 +75,7 @@ class DataSparsityCallback(pl.Callback):
 
     def __init__(
         self,
-        data_sparsifier_class: type[BaseDataSparsifier],
+        data_sparsifier_class: type[BaseDataSparsifier] | str,
         data_sparsifier_args: Mapping[str, Any] | None,
         *,
         param_filter: _model.ParamFilter = None,
@@ -67,7 +86,7 @@ class DataSparsityCallback(pl.Callback):
         super().__init__()
         self.data_sparsifier_class = check_class(data_sparsifier_class, BaseDataSparsifier, "data_sparsifier_class")
         self.data_sparsifier_args = check_args(
-            data_sparsifier_class, data_sparsifier_args, "data_sparsifier_args", ("data_list",)
+            self.data_sparsifier_class, data_sparsifier_args, "data_sparsifier_args", ("data_list",)
         )
         self.data_sparsifier_class(**self.data_sparsifier_args)  # bad values fail now, not after training
         self._keep = _model.check_param_filter(param_filter)
@@ -89,7 +108,8 @@ class DataSparsityCallback(pl.Callback):
         if not params:
             raise ValueError(
                 f"{type(self).__name__} found no floating-point parameters to sparsify in "
-                f"{type(_model.target_module(pl_module)).__name__} (check param_filter)"
+                f"{type(_model.target_module(pl_module)).__name__} (check param_filter: the default takes parameters "
+                "of 2+ dims; a str is a glob on the dotted names; a function goes by its import path from a config)"
             )
         return params
 
@@ -132,8 +152,8 @@ class DataSparsityCallback(pl.Callback):
         """A copy of the model on ``sparsified_device`` with the masks applied; the
         sparsifier ends holding the copy's tensors, squashed (as torch.ao's callbacks)."""
         module = _model.target_module(pl_module)
-        copy = _model.copy_to(module, self.sparsified_device, skip=[trainer])
-        copy_params = dict(copy.named_parameters())
+        copy = _model.without_compile_wrappers(_model.copy_to(module, self.sparsified_device, skip=[trainer]))
+        copy_params = _model.named_parameters(copy)  # ties are kept: a tied weight is masked once, at both ends
         for name, mask in self._masks.items():
             target = copy_params[name]
             self.data_sparsifier._add_data(name, target.detach(), True, False, {"mask": mask.to(target.device)})

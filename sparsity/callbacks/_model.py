@@ -6,29 +6,87 @@ from __future__ import annotations
 import copy
 import fnmatch
 import re
+import sys
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-ParamFilter = None | str | re.Pattern | Iterable[str] | Callable[[str, torch.Tensor], bool]
+# Callable comes before str: jsonargparse (LightningCLI) then reads an import path such as
+# "my_package.filters.only_attention" as that function, and anything else as a glob.
+ParamFilter = None | Callable[[str, torch.Tensor], bool] | str | re.Pattern | Iterable[str | re.Pattern]
+
+COMPILED_WRAPPER = "_orig_mod"  # torch.compile's OptimizedModule holds the user's module under this name
+
+
+def unwrap_compiled(module: nn.Module) -> nn.Module:
+    """The user's module inside ``torch.compile``'s wrapper(s); ``module`` itself otherwise."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing was compiled
+    while eval_frame is not None and isinstance(module, eval_frame.OptimizedModule) \
+            and isinstance(getattr(module, COMPILED_WRAPPER, None), nn.Module):
+        module = getattr(module, COMPILED_WRAPPER)
+    return module
+
+
+def without_compile_wrappers(module: nn.Module) -> nn.Module:
+    """``module`` with every ``torch.compile`` wrapper among its submodules replaced by the
+    module it wraps, in place (for a copy: its names and ``state_dict`` keys are then the
+    user's); the root unwrapped too."""
+    module = unwrap_compiled(module)
+    for parent in module.modules():
+        for name, child in parent._modules.items():
+            if child is not None and unwrap_compiled(child) is not child:
+                parent._modules[name] = unwrap_compiled(child)
+    return module
+
+
+def user_name(name: str) -> str:
+    """A parameter's name as the user wrote the model: ``torch.compile``'s ``_orig_mod.``
+    segments (from compiled submodules) left out."""
+    return ".".join(part for part in name.split(".") if part != COMPILED_WRAPPER)
+
+
+def named_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
+    """``module``'s parameters by the user's dotted names (see ``user_name``), each once:
+    a parameter tied to another (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``)
+    appears under its first name only, as ``nn.Module.named_parameters`` does."""
+    return {user_name(name): p for name, p in module.named_parameters()}
+
+
+def parameter_aliases(module: nn.Module) -> dict[int, list[str]]:
+    """Every user name of each parameter (tied parameters have several), by ``id``."""
+    aliases: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        aliases.setdefault(id(p), []).append(user_name(name))
+    return aliases
 
 
 def target_module(pl_module: nn.Module) -> nn.Module:
-    """The module to sparsify: ``pl_module.model`` when it is a module, else ``pl_module``."""
+    """The module to sparsify: ``pl_module.model`` when it is a module, else ``pl_module``;
+    the user's module when it is wrapped by ``torch.compile``."""
     model = getattr(pl_module, "model", None)
-    return model if isinstance(model, nn.Module) else pl_module
+    return unwrap_compiled(model if isinstance(model, nn.Module) else pl_module)
+
+
+def weight_matrices(name: str, param: torch.Tensor) -> bool:
+    """The default ``param_filter``: parameters of two or more dimensions (weight matrices,
+    conv kernels, embedding tables), not biases or norm scales (LayerNorm, BatchNorm), which
+    are small and which pruning hurts most. Compose it in your own filter, e.g.
+    ``lambda n, p: weight_matrices(n, p) and "wpe" not in n``."""
+    return param.dim() >= 2
 
 
 def check_param_filter(param_filter: ParamFilter) -> Callable[[str, torch.Tensor], bool]:
     """Turn ``param_filter`` into a predicate on (name, parameter).
 
-    ``None``: every floating-point parameter (as torch.ao's callbacks, which take every
-    parameter). A ``str``: a glob on the dotted name (``"*.weight"``). A compiled regex:
-    searched in the name. A list of those: any of them. A callable: ``f(name, param) -> bool``.
+    ``None`` (default): ``weight_matrices``, the parameters of two or more dimensions.
+    ``"*"``: every floating-point parameter (torch.ao's callbacks take every parameter).
+    A ``str``: a glob on the dotted name (``"*.weight"``). A compiled regex: searched in
+    the name. A list of those: any of them. A callable: ``f(name, param) -> bool`` (from
+    LightningCLI: its import path, ``my_package.filters.only_attention``).
     """
     if param_filter is None:
-        return lambda name, p: True
+        return weight_matrices
     if isinstance(param_filter, str):
         return lambda name, p: fnmatch.fnmatchcase(name, param_filter)
     if isinstance(param_filter, re.Pattern):
@@ -45,10 +103,20 @@ def check_param_filter(param_filter: ParamFilter) -> Callable[[str, torch.Tensor
 
 
 def selected_parameters(module: nn.Module, keep: Callable[[str, torch.Tensor], bool]) -> dict[str, nn.Parameter]:
-    """The floating-point parameters of ``module`` that ``keep`` accepts, by dotted name."""
+    """The floating-point parameters of ``module`` that ``keep`` accepts, by the user's
+    dotted name. A tied parameter is taken once, under its first name, when ``keep``
+    accepts any of its names."""
+    aliases = parameter_aliases(module)
+    for name, p in named_parameters(module).items():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise ValueError(
+                f"parameter {name!r} is not initialized yet (a lazy module such as nn.LazyLinear), so it has no shape "
+                "to compute masks for: materialize it before fit, e.g. with one forward pass on a sample batch in "
+                "the LightningModule's __init__"
+            )
     return {
-        name: p for name, p in module.named_parameters()
-        if p.dtype.is_floating_point and p.numel() > 0 and keep(name, p)
+        name: p for name, p in named_parameters(module).items()
+        if p.dtype.is_floating_point and p.numel() > 0 and any(keep(alias, p) for alias in aliases[id(p)])
     }
 
 

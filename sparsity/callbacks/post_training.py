@@ -27,11 +27,16 @@ class PostTrainingDataSparsity(DataSparsityCallback):
     mesh). FSDP1 (``FSDPStrategy``) is refused before training.
 
     Args:
-        data_sparsifier_class: a ``sparsity.BaseDataSparsifier`` subclass (the class itself).
+        data_sparsifier_class: a ``sparsity.BaseDataSparsifier`` subclass (the class itself),
+            or its import path (``"sparsity.DataNormSparsifier"``, as a LightningCLI config gives it).
         data_sparsifier_args: its keyword arguments (not ``data_list``).
-        param_filter: which parameters (default: every floating-point one of
-            ``pl_module.model``, or of the LightningModule when it has no ``.model``): a glob
-            on the dotted name, a compiled regex, a list of those, or ``f(name, param) -> bool``.
+        param_filter: which parameters of ``pl_module.model`` (or of the LightningModule when
+            it has no ``.model``; under ``torch.compile``, of the module it wraps). Default:
+            those of two or more dimensions (weight matrices, conv kernels, embedding tables),
+            not biases and norm scales; ``"*"``: every floating-point one. Else a glob on the
+            dotted name, a compiled regex, a list of those, or ``f(name, param) -> bool``
+            (from LightningCLI: its import path). A tied parameter is taken once, under its
+            first name, when any of its names matches.
         sparsified_device: where the copy lives (``"cpu"`` keeps a big model off the GPU).
             Under FSDP2 the copy stays sharded on the model's mesh (leave this ``None``).
         verify_ranks: under DDP, check with one small all-reduce that all ranks agree
@@ -41,7 +46,7 @@ class PostTrainingDataSparsity(DataSparsityCallback):
 
     def __init__(
         self,
-        data_sparsifier_class: type[BaseDataSparsifier],
+        data_sparsifier_class: type[BaseDataSparsifier] | str,
         data_sparsifier_args: Mapping[str, Any] | None = None,
         *,
         param_filter: _model.ParamFilter = None,

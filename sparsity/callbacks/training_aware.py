@@ -48,7 +48,8 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     Args:
         data_sparsifier_class, data_sparsifier_args: as ``PostTrainingDataSparsity``.
-        data_scheduler_class: a ``sparsity.BaseDataScheduler`` subclass (the class itself).
+        data_scheduler_class: a ``sparsity.BaseDataScheduler`` subclass (the class itself),
+            or its import path (``"sparsity.CubicSLScheduler"``).
         data_scheduler_args: its keyword arguments (not ``data_sparsifier``).
         inplace: sparsify the live model (see above).
         schedule_interval: ``"epoch"`` or ``"step"`` (``"step"`` needs ``inplace=True``).
@@ -58,9 +59,9 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     def __init__(
         self,
-        data_sparsifier_class: type[BaseDataSparsifier],
+        data_sparsifier_class: type[BaseDataSparsifier] | str,
         data_sparsifier_args: Mapping[str, Any] | None,
-        data_scheduler_class: type[BaseDataScheduler],
+        data_scheduler_class: type[BaseDataScheduler] | str,
         data_scheduler_args: Mapping[str, Any] | None = None,
         *,
         inplace: bool = False,
@@ -77,7 +78,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         )
         self.data_scheduler_class = check_class(data_scheduler_class, BaseDataScheduler, "data_scheduler_class")
         self.data_scheduler_args = check_args(
-            data_scheduler_class, data_scheduler_args, "data_scheduler_args", ("data_sparsifier",)
+            self.data_scheduler_class, data_scheduler_args, "data_scheduler_args", ("data_sparsifier",)
         )
         if not isinstance(inplace, bool):
             raise TypeError(f"inplace must be True or False; got {inplace!r}")

@@ -1,0 +1,112 @@
+"""Both callbacks from LightningCLI: the README's YAML config and its command line, run as
+written (classes by import path, arguments as mappings, a filter function by import path)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from sparsity import (
+    CubicSLScheduler,
+    DataNormSparsifier,
+    PostTrainingDataSparsity,
+    StepSLScheduler,
+    TrainingAwareDataSparsity,
+)
+from sparsity.callbacks import weight_matrices
+from tests.lightning_models import TinyData, TinyModule
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+MATRICES = {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
+QUIET = ["--trainer.max_epochs=2", "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.logger=false",
+         "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+         "--trainer.enable_model_summary=false"]
+
+
+def _cli(args: list[str], **kwargs) -> LightningCLI:
+    return LightningCLI(TinyModule, TinyData, args=["fit", *args, *QUIET], **{"save_config_callback": None, **kwargs})
+
+
+def _ours(cli: LightningCLI) -> list:
+    return [cb for cb in cli.trainer.callbacks if isinstance(cb, PostTrainingDataSparsity | TrainingAwareDataSparsity)]
+
+
+def readme_command() -> list[str]:
+    """The arguments of the README's ``python train.py fit ...`` command line."""
+    (block,) = re.findall(r"```bash\n(python train\.py fit .*?)```", README, flags=re.S)
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:3] == ["python", "train.py", "fit"]
+    return words[3:]
+
+
+def test_the_readme_config(tmp_path):
+    (config,) = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
+    (tmp_path / "sparsity.yaml").write_text(config)
+    run = tmp_path / "run"
+    cli = _cli(["--config", str(tmp_path / "sparsity.yaml"), f"--trainer.default_root_dir={run}"],
+               save_config_callback=SaveConfigCallback)
+    pt, ta = _ours(cli)
+    assert type(pt) is PostTrainingDataSparsity and type(ta) is TrainingAwareDataSparsity
+    assert pt.data_sparsifier_class is DataNormSparsifier and ta.data_scheduler_class is CubicSLScheduler
+    assert pt.data_sparsifier_args == {"sparsity_level": 0.5, "sparse_block_shape": [1, 4], "zeros_per_block": 4}
+    assert pt.sparsified_device == torch.device("cpu") and ta.inplace and ta._keep is weight_matrices
+    assert set(pt._masks) == set(ta._masks) == MATRICES and ta.epochs_done == 2
+    for name, mask in ta._masks.items():
+        assert (cli.model.model.get_parameter(name)[~mask] == 0).all(), name
+    live = cli.model.model["mlp"][0].weight.detach()  # already 2:4 in place; post-training prunes it further
+    assert torch.equal(pt.sparsified["mlp"][0].weight.detach(), live * pt._masks["mlp.0.weight"])
+    assert (pt.sparsified["mlp"][0].weight == 0).float().mean() >= 0.5
+
+    # the config LightningCLI saved (classes and the filter function by import path) runs again, to the same masks
+    saved = (run / "config.yaml").read_text()
+    assert "data_sparsifier_class: sparsity.DataNormSparsifier" in saved
+    assert "param_filter: sparsity.callbacks.weight_matrices" in saved
+    again = _ours(LightningCLI(TinyModule, TinyData, args=["fit", "--config", str(run / "config.yaml")],
+                               save_config_callback=None))
+    for before, after in zip((pt, ta), again, strict=True):
+        assert all(torch.equal(m, after._masks[n]) for n, m in before._masks.items())
+
+
+def test_the_readme_command_line():
+    cli = _cli(readme_command())
+    (pt,) = _ours(cli)
+    assert pt.data_sparsifier_class is DataNormSparsifier
+    assert pt.data_sparsifier_args == {"sparsity_level": 0.5, "zeros_per_block": 4}
+    assert set(pt._masks) == MATRICES and pt.sparsified is not None
+
+
+def test_command_line_scheduler_and_filter_function_by_import_path():
+    cli = _cli(["--trainer.callbacks+=sparsity.TrainingAwareDataSparsity",
+                "--trainer.callbacks.data_sparsifier_class=sparsity.DataNormSparsifier",
+                "--trainer.callbacks.data_sparsifier_args={sparsity_level: 0.5}",
+                "--trainer.callbacks.data_scheduler_class=sparsity.StepSLScheduler",
+                "--trainer.callbacks.data_scheduler_args={gamma: 1.0}",
+                "--trainer.callbacks.param_filter=tests.lightning_models.mlp_only"])
+    (ta,) = _ours(cli)
+    assert ta.data_scheduler_class is StepSLScheduler and ta.data_scheduler_args == {"gamma": 1.0}
+    assert set(ta._masks) == {"mlp.0.weight", "mlp.2.weight"}
+
+
+def test_classes_by_import_path_in_python_and_bad_paths():
+    pt = PostTrainingDataSparsity("sparsity.DataNormSparsifier", {"sparsity_level": 0.5})
+    ta = TrainingAwareDataSparsity("sparsity.norm_sparsifier:DataNormSparsifier", {}, "sparsity.StepSLScheduler", {})
+    assert pt.data_sparsifier_class is ta.data_sparsifier_class is DataNormSparsifier
+    assert ta.data_scheduler_class is StepSLScheduler
+    with pytest.raises(ValueError, match=r"data_sparsifier_class='sparsity.NoSuchSparsifier'.*no attribute"):
+        PostTrainingDataSparsity("sparsity.NoSuchSparsifier", {})
+    with pytest.raises(ValueError, match=r"data_scheduler_class='no_such_package.Scheduler'.*cannot import"):
+        TrainingAwareDataSparsity(DataNormSparsifier, {}, "no_such_package.Scheduler", {})
+    with pytest.raises(ValueError, match=r"data_sparsifier_class must be a class or its import path"):
+        PostTrainingDataSparsity("DataNormSparsifier", {})
+    with pytest.raises(TypeError, match=r"data_sparsifier_class must be a subclass of sparsity.BaseDataSparsifier"):
+        PostTrainingDataSparsity("sparsity.StepSLScheduler", {})
+    with pytest.raises(TypeError, match=r"data_scheduler_class must be a class"):
+        TrainingAwareDataSparsity(DataNormSparsifier, {}, "sparsity.callbacks.weight_matrices", {})
