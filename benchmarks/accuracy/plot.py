@@ -11,6 +11,8 @@ from benchmarks.accuracy.study import Study
 
 COLORS = {"post": "#f4a261", "copy": "#e9c46a", "inplace": "#2a9d8f", "mp-l1": "#264653", "mp-ln": "#8d99ae",
           "ao-post": "#e76f51", "ao-copy": "#b5838d"}
+STYLES = {"ao-post": ("--", "s"), "ao-copy": ("--", "^"), "copy": ("-", "v")}  # copies that coincide stay visible
+JITTER = 0.35  # x offset between methods (percentage points), so equal points do not hide each other
 
 
 def plot(study: Study, path: str | Path) -> bool:
@@ -29,19 +31,22 @@ def plot(study: Study, path: str | Path) -> bool:
         mine = [c for c in cs if c.task == task]
         dense = next((c for c in mine if c.method == "dense"), None)
         if dense is not None:
-            ax.axhline(dense.mean, color="black", lw=1, ls="--", label=f"dense {dense.mean:.3g}")
-        for key, color in COLORS.items():
+            ax.axhline(dense.mean, color="black", lw=1, ls=":", label="dense (mean)")
+        for i, (key, color) in enumerate(COLORS.items()):
+            ls, marker = STYLES.get(key, ("-", "o"))
+            dx = (i - (len(COLORS) - 1) / 2) * JITTER
             line = sorted((c for c in mine if c.method == key and c.level != "2:4"), key=lambda c: c.reached)
             if line:
-                ax.errorbar([c.reached * 100 for c in line], [c.mean for c in line], yerr=[c.spread for c in line],
-                            color=color, marker="o", ms=4, capsize=2, label=METHODS_BY_KEY[key].label)
+                ax.errorbar([c.reached * 100 + dx for c in line], [c.mean for c in line], yerr=[c.spread for c in line],
+                            color=color, ls=ls, marker=marker, ms=4, capsize=2, label=METHODS_BY_KEY[key].label)
             two_four = [c for c in mine if c.method == key and c.level == "2:4"]
             if two_four:
                 c = two_four[0]
-                ax.errorbar([c.reached * 100 + 1.5], [c.mean], yerr=[c.spread], color=color, marker="D", ms=6,
+                ax.errorbar([c.reached * 100 + 2.5 + dx], [c.mean], yerr=[c.spread], color=color, marker="D", ms=6,
                             mfc="white", capsize=2, ls="none")
         metric = study.tasks[task]["metric"]
-        ax.set_title(f"{task} (diamonds: 2:4)", fontsize=10)
+        dense_text = "" if dense is None else f"; dense {dense.mean:.4g}"
+        ax.set_title(f"{task} (diamonds: 2:4, drawn right of 50%{dense_text})", fontsize=10)
         ax.set_xlabel("sparsity reached in the pruned tensors (%)")
         ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else "held-out loss (nats/byte, lower is better)")
         ax.grid(alpha=0.3)

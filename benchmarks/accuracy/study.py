@@ -1,9 +1,11 @@
-"""Running the study: for every task and seed, one dense run that also carries every method
-that does not change training (copies), then one run per training-changing method and level;
-every final model is evaluated and its pruned tensors measured from their zeros."""
+"""Running the study: for every task and seed, the dense run, a second identical run that
+carries every method that does not change training (copies), then one run per
+training-changing method and level; every final model is evaluated and its pruned tensors
+measured from their zeros."""
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Callable
@@ -118,8 +120,10 @@ def _levels_for(method: Method, levels: list[Level]) -> list[Level]:
 
 
 def run_task_seed(task: Task, seed: int, methods: list[Method], levels: list[Level], probe: nn.Module,
-                  tick: Callable[[str], None], done: Callable[[], None]) -> list[Row]:
-    """Every method at every level on one task and seed."""
+                  tick: Callable[[str], None], done: Callable[[], None], notes: list[str]) -> list[Row]:
+    """Every method at every level on one task and seed: the dense run alone, then the copy
+    methods together on a second dense run (they do not change training), then one run per
+    training-changing method and level."""
     plan = _plan(task)
     rows: list[Row] = []
     shared: list[tuple[Method, Level]] = []
@@ -131,12 +135,22 @@ def run_task_seed(task: Task, seed: int, methods: list[Method], levels: list[Lev
                 rows.append(Row(task.name, method.key, level.name, seed, status=f"n/a: {why}"))
             else:
                 (shared if method.shared else own).append((method, level))
-    if shared:
-        tick(f"{task.name} seed {seed}: dense + copies")
-        module, callbacks, fit_s = _fit(task, seed, lambda module: [m.make(lv, plan, module) for m, lv in shared])
+    dense = [(m, lv) for m, lv in shared if m.key == "dense"]
+    copies = [(m, lv) for m, lv in shared if m.key != "dense"]
+    if dense:  # alone, so that its training time is the plain one
+        tick(f"{task.name} seed {seed}: dense")
+        module, _, fit_s = _fit(task, seed, lambda module: [])
+        dense_row = _evaluate(task, *dense[0], seed, None, module, fit_s)
+        rows.append(dense_row)
+        done()
+    if copies:  # the same training again (same seed), every copy method at every level on it
+        tick(f"{task.name} seed {seed}: dense + {len(copies)} copies")
+        module, callbacks, fit_s = _fit(task, seed, lambda module: [m.make(lv, plan, module) for m, lv in copies])
         others = sum(_seconds(c) for c in callbacks)
-        for (method, level), cb in zip(shared, callbacks, strict=True):
+        for (method, level), cb in zip(copies, callbacks, strict=True):
             rows.append(_evaluate(task, method, level, seed, cb, module, fit_s - others + _seconds(cb)))
+        if dense and task.evaluate(module.model) != dense_row.metric:
+            notes.append(f"{task.name} seed {seed}: the copies' run did not reproduce the dense run's model")
         done()
     for method, level in own:
         tick(f"{task.name} seed {seed}: {method.key} {level.name}")
@@ -151,8 +165,9 @@ def count_runs(task_list: list[Task], methods: list[Method], levels: list[Level]
     for task in task_list:
         own = sum(1 for m in methods if not m.shared for lv in _levels_for(m, levels)
                   if not m.not_applicable(task.name, lv, probes[task.name]))
-        shared = any(m.shared for m in methods)
-        n += (own + shared) * len(seeds)
+        dense = any(m.key == "dense" for m in methods)
+        copies = any(m.shared and m.key != "dense" for m in methods)
+        n += (own + dense + copies) * len(seeds)
     return n
 
 
@@ -163,6 +178,8 @@ def run(settings: Settings, progress: bool | None = None) -> Study:
     torch.set_num_threads(settings.threads)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available: ...", tips, "fit stopped" for every run
     start = time.perf_counter()
     study = Study(machine.describe("cpu"), settings)
     task_list = [t for t in tasks(settings.quick) if t.name in settings.tasks]
@@ -184,7 +201,7 @@ def run(settings: Settings, progress: bool | None = None) -> Study:
         for task in task_list:
             for seed in settings.seeds:
                 study.rows.extend(run_task_seed(task, seed, methods, levels, probes[task.name], bar.set_postfix_str,
-                                                bar.update))
+                                                bar.update, study.notes))
     finally:
         bar.close()
     study.elapsed_seconds = time.perf_counter() - start
