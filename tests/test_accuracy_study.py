@@ -34,6 +34,7 @@ def test_quick_study_every_method_has_a_row_and_reaches_its_level(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| level | method |" in done.stdout and "Goals:" in done.stdout
     assert "it/s" not in done.stderr and "run/s" not in done.stderr  # no progress bar lines when not on a terminal
+    assert "GPU available" not in done.stderr and "fit` stopped" not in done.stderr  # no Lightning lines per run
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     data = json.loads(out_json.read_text())
@@ -65,6 +66,11 @@ def test_quick_study_every_method_has_a_row_and_reaches_its_level(tmp_path):
     assert "input channel" in by[("digits-cnn", "mp-ln", "50%")]["status"]
     assert {c["method"] for c in data["cells"]} == set(METHODS_BY_KEY)
     assert not [n for n in data["notes"] if "did not reproduce" in n]  # the copies' run is the dense run again
+
+    again = subprocess.run([sys.executable, "-m", "benchmarks.accuracy", "--from-json", str(out_json)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout == done.stdout  # the report is a function of the saved figures
 
 
 @pytest.mark.parametrize("final", [0.5, 0.75, 0.9])

@@ -7,11 +7,13 @@ Examples:
     python -m benchmarks.accuracy                                   # the default study (3 seeds; minutes on 2 cores)
     python -m benchmarks.accuracy --quick --seeds 1 --levels 50%    # a smoke test in seconds (CI)
     python -m benchmarks.accuracy --json a.json --plot a.png
+    python -m benchmarks.accuracy --from-json a.json --plot a.png   # the report of a saved study, nothing run
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from benchmarks.accuracy import plot, report, study
@@ -43,6 +45,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write every run and the aggregates as JSON")
     p.add_argument("--plot", metavar="PATH", help="also write a PNG plot of the metric against the sparsity reached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--from-json", metavar="PATH", help="run nothing: print the report (and --plot) of a study saved with --json")
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds must be at least 1; got {args.seeds}")
@@ -54,9 +57,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     methods = list(dict.fromkeys(["dense", *args.methods]))  # the baseline every row is compared with
-    settings = study.Settings(quick=args.quick, seeds=list(range(args.seeds)), levels=args.levels, methods=methods,
-                              tasks=args.tasks, threads=args.threads)
-    result = study.run(settings, progress=False if args.no_progress else None)
+    if args.from_json:
+        with open(args.from_json) as f:
+            result = study.Study.from_json(json.load(f))
+    else:
+        settings = study.Settings(quick=args.quick, seeds=list(range(args.seeds)), levels=args.levels, methods=methods,
+                                  tasks=args.tasks, threads=args.threads)
+        result = study.run(settings, progress=False if args.no_progress else None)
     sys.stdout.write(report.markdown(result))
     if args.json:
         report.write_json(result, args.json)

@@ -114,14 +114,51 @@ def goals(study: Study, cs: list[Cell]) -> list[str]:
             ours, theirs = by.get((task, level, "inplace")), by.get((task, level, "mp-l1"))
             if ours and theirs:
                 better = "higher is better" if study.tasks[task]["metric"] == "accuracy" else "lower is better"
+                gap = ours.mean - theirs.mean
                 lines.append(f"- {task} at {level}: in-place (1,4) blocks {_metric(study, task, ours.mean)} vs ModelPruning "
-                             f"l1_unstructured {_metric(study, task, theirs.mean)} ({better})")
+                             f"l1_unstructured {_metric(study, task, theirs.mean)} (ours minus theirs {gap:+.3g}; {better})")
     worst = max((c for c in cs if c.method in OURS and c.overhead is not None), key=lambda c: c.overhead, default=None)
     if worst is not None:
         verdict = "met" if worst.overhead < OVERHEAD_GOAL else "**missed**"
         lines.append(f"- time in our callbacks, worst case: {worst.overhead:.1%} of training ({worst.task}, {worst.level}, "
                      f"{METHODS_BY_KEY[worst.method].label}; goal < 3%: {verdict})")
     return lines
+
+
+def summary(study: Study) -> list[str]:
+    """One compact table: per task and method, the metric at each level (and its difference
+    from dense), and the largest share of training time spent in the method's hooks."""
+    cs = cells(study)
+    by = {(c.task, c.level, c.method): c for c in cs}
+    levels = [lv for lv in ("50%", "75%", "90%", "2:4") if any(c.level == lv for c in cs)]
+    out = ["| task (metric) | method | " + " | ".join(levels) + " | time in sparsity hooks (max over levels) |",
+           "|---|---|" + "--:|" * len(levels) + "--:|"]
+    for task, info in study.tasks.items():
+        dense = by.get((task, "dense", "dense"))
+        metric = "accuracy %" if info["metric"] == "accuracy" else "held-out loss"
+        if dense is not None and dense.status == "ok":
+            out.append(f"| {task} ({metric}) | dense | " + " | ".join([_metric(study, task, dense.mean)] * len(levels))
+                       + " | |")
+        for key, method in METHODS_BY_KEY.items():
+            if key == "dense":
+                continue
+            row, overheads = [], []
+            for lv in levels:
+                c = by.get((task, lv, key))
+                if c is None:
+                    row.append("")
+                elif c.status != "ok":
+                    row.append("n/a")
+                else:
+                    delta = "" if dense is None else f" ({c.mean - dense.mean:+.2f})" if info["metric"] == "accuracy" \
+                        else f" ({c.mean - dense.mean:+.3f})"
+                    row.append(_metric(study, task, c.mean) + delta)
+                    if c.overhead is not None:
+                        overheads.append(c.overhead)
+            if any(row):
+                out.append(f"| {task} | {method.label} | " + " | ".join(row) + " | "
+                           + (f"{max(overheads):.1%}" if overheads else "") + " |")
+    return out
 
 
 def markdown(study: Study) -> str:
@@ -143,6 +180,7 @@ def markdown(study: Study) -> str:
         "",
     ]
     out += [f"- {note}" for note in study.notes]
+    out += ["", "Summary (mean over seeds; in brackets the difference from dense):", "", *summary(study)]
     for task, info in study.tasks.items():
         metric = "test accuracy (%)" if info["metric"] == "accuracy" else "held-out loss (nats/byte)"
         out += ["", f"#### {task}: {info['description']}", "",

@@ -5,6 +5,7 @@ measured from their zeros."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -58,6 +59,12 @@ class Study:
     rows: list[Row] = field(default_factory=list)
     elapsed_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, body: dict) -> Study:
+        """The study that ``to_json`` wrote (to render its report or plot again)."""
+        return cls(body["machine"], Settings(**body["settings"]), body["tasks"], [Row(**r) for r in body["rows"]],
+                   body["elapsed_seconds"], body["notes"])
 
     def to_json(self) -> dict:
         return {"machine": self.machine, "settings": asdict(self.settings), "tasks": self.tasks,
@@ -171,6 +178,17 @@ def count_runs(task_list: list[Task], methods: list[Method], levels: list[Level]
     return n
 
 
+def _quiet_lightning() -> None:
+    """No "GPU available: ...", tips and "fit stopped" lines for every one of the runs. torch.ao's
+    callbacks import ``pytorch_lightning``, which points Lightning's rank-zero log at its own
+    logger (at INFO) on import: import it first, then quiet both."""
+    with contextlib.suppress(ImportError):
+        import pytorch_lightning  # noqa: F401
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def run(settings: Settings, progress: bool | None = None) -> Study:
     """The whole study; ``progress``: None shows a bar only on a terminal, False never."""
     from tqdm import tqdm
@@ -178,8 +196,7 @@ def run(settings: Settings, progress: bool | None = None) -> Study:
     torch.set_num_threads(settings.threads)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available: ...", tips, "fit stopped" for every run
+    _quiet_lightning()
     start = time.perf_counter()
     study = Study(machine.describe("cpu"), settings)
     task_list = [t for t in tasks(settings.quick) if t.name in settings.tasks]
