@@ -71,6 +71,10 @@ def _metric(study: Study, task: str, value: float) -> str:
     return f"{value:.2f}" if study.tasks[task]["metric"] == "accuracy" else f"{value:.3f}"
 
 
+def _delta(study: Study, task: str, value: float) -> str:
+    return f"{value:+.2f}" if study.tasks[task]["metric"] == "accuracy" else f"{value:+.3f}"
+
+
 def _row(study: Study, c: Cell, dense: Cell | None) -> str:
     label = METHODS_BY_KEY[c.method].label
     if c.status != "ok":
@@ -79,8 +83,7 @@ def _row(study: Study, c: Cell, dense: Cell | None) -> str:
     value = f"{_metric(study, c.task, c.mean)} ± {_metric(study, c.task, c.spread)}"
     if metric == "loss":
         value += f" (ppl {2.718281828 ** c.mean:.2f})"
-    delta = "" if dense is None or c.method == "dense" else f"{c.mean - dense.mean:+.2f}" if metric == "accuracy" \
-        else f"{c.mean - dense.mean:+.3f}"
+    delta = "" if dense is None or c.method == "dense" else _delta(study, c.task, c.mean - dense.mean)
     units = f"{c.max_deviation_units:.1f} {c.unit}" + ("s" if c.max_deviation_units != 1 else "")
     two_four = "" if c.two_four is None else ("yes" if c.two_four else "**no**")
     sparsity = "" if c.sparsity_seconds is None else f"{c.sparsity_seconds:.3f}"
@@ -106,9 +109,9 @@ def goals(study: Study, cs: list[Cell]) -> list[str]:
             loss = dense.mean - c.mean
             verdict = "met" if loss <= allowed else "**missed**"
             post = by.get((task, level, "post"))
-            post_text = f"; the post-training copy loses {dense.mean - post.mean:.2f}" if post else ""
-            lines.append(f"- {task}, in-place gradual at {level}: {loss:+.2f} points below dense (goal within {allowed:g}: "
-                         f"{verdict}){post_text}")
+            post_text = f"; the post-training copy: {post.mean - dense.mean:+.2f}" if post else ""
+            lines.append(f"- {task}, in-place gradual at {level}: {-loss:+.2f} points vs dense (goal: at most {allowed:g} "
+                         f"below: {verdict}){post_text}")
     for task in study.tasks:
         for level in ("50%", "75%", "90%"):
             ours, theirs = by.get((task, level, "inplace")), by.get((task, level, "mp-l1"))
@@ -116,7 +119,8 @@ def goals(study: Study, cs: list[Cell]) -> list[str]:
                 better = "higher is better" if study.tasks[task]["metric"] == "accuracy" else "lower is better"
                 gap = ours.mean - theirs.mean
                 lines.append(f"- {task} at {level}: in-place (1,4) blocks {_metric(study, task, ours.mean)} vs ModelPruning "
-                             f"l1_unstructured {_metric(study, task, theirs.mean)} (ours minus theirs {gap:+.3g}; {better})")
+                             f"l1_unstructured {_metric(study, task, theirs.mean)} "
+                             f"(ours minus theirs {_delta(study, task, gap)}; {better})")
     worst = max((c for c in cs if c.method in OURS and c.overhead is not None), key=lambda c: c.overhead, default=None)
     if worst is not None:
         verdict = "met" if worst.overhead < OVERHEAD_GOAL else "**missed**"
@@ -150,8 +154,7 @@ def summary(study: Study) -> list[str]:
                 elif c.status != "ok":
                     row.append("n/a")
                 else:
-                    delta = "" if dense is None else f" ({c.mean - dense.mean:+.2f})" if info["metric"] == "accuracy" \
-                        else f" ({c.mean - dense.mean:+.3f})"
+                    delta = "" if dense is None else f" ({_delta(study, task, c.mean - dense.mean)})"
                     row.append(_metric(study, task, c.mean) + delta)
                     if c.overhead is not None:
                         overheads.append(c.overhead)
