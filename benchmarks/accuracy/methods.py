@@ -2,8 +2,8 @@
 get the final model from each and the seconds it spent in sparsity work.
 
 Every method prunes the same tensors (``tasks.pruned``: ndim >= 2). Methods that do not
-change training (a sparsified copy at the end, or every epoch) ride on the dense run
-("shared"); the others get a run of their own.
+change training (a sparsified copy at the end, or every epoch) ride together on a second run
+of the dense training ("shared"); the others get a run of their own.
 """
 
 from __future__ import annotations
