@@ -67,16 +67,30 @@ def test_block_norm_matches_brute_force(config, kind):
 
 @settings(max_examples=40, deadline=None)
 @given(configs(max_side=40), st.integers(1, 64))
-def test_chunking_does_not_change_masks(config, chunk):
-    """Small chunks exercise multi-chunk rows, column chunks and ties across chunks."""
+def test_chunking_and_radix_selection_do_not_change_masks(config, chunk):
+    """Small chunks exercise multi-chunk rows, column chunks and ties across chunks; with
+    KTHVALUE_MAX_BLOCKS at 0 the radix passes select, as for large grids, instead of kthvalue."""
     shape, bs, zpb, level, norm, seed = config
     x = _data(shape, seed, "ties")
     whole_mask = kernels.block_mask(x, level, bs, zpb, norm, backend="torch")
     whole_norm = kernels.block_norm(x, bs, norm, backend="torch")
     with pytest.MonkeyPatch.context() as m:
         m.setattr(_torch, "CHUNK_ELEMENTS", chunk)
+        m.setattr(_torch, "KTHVALUE_MAX_BLOCKS", 0)
         assert torch.equal(kernels.block_mask(x, level, bs, zpb, norm, backend="torch"), whole_mask)
         assert torch.equal(kernels.block_norm(x, bs, norm, backend="torch"), whole_norm)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3000), st.integers(0, 2**31 - 1), st.sampled_from([3, 50, None]))
+def test_kthvalue_threshold_equals_the_radix_threshold(n, seed, distinct):
+    """The small-grid selection finds the radix passes' threshold exactly, ties included."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(1, n, generator=g) if distinct is None else torch.randint(0, distinct, (1, n), generator=g) / 7
+    k = int(torch.randint(1, n + 1, (), generator=g))
+    fast, radix = _torch.kthvalue_threshold(scores, k), _torch.select_threshold(scores, k)
+    assert [int(v) for v in fast] == [int(v) for v in radix]
+    assert fast.bits.dtype == radix.bits.dtype == torch.int32
 
 
 @pytest.mark.skipif(DataNormSparsifier is None, reason="torch.ao data sparsifier not installed")
