@@ -144,3 +144,10 @@ def test_bad_arguments_are_refused(argv, capsys):
     with pytest.raises(SystemExit):
         parse(argv)
     assert "error" in capsys.readouterr().err
+
+
+def test_help_lists_the_levels(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse(["--help"])
+    assert stop.value.code == 0
+    assert "50%,75%,90%,2:4" in capsys.readouterr().out
