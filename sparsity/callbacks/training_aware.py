@@ -4,12 +4,12 @@ optionally the live model itself, kept sparse through training (gradual pruning)
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from kernels.api import is_dtensor
 from sparsity.base_sparsifier import BaseDataSparsifier
@@ -194,13 +194,13 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         for name, final in scheduler.base_param.items():
             reached = scheduler.level_at(name, last_t)
             if abs(reached - final) > 1e-9:
-                warnings.warn(
+                rank_zero_warn(
                     f"{type(self).__name__}(name={self.name!r}): this fit makes {updates} mask updates and the last "
                     f"uses {type(scheduler).__name__}'s level at t={last_t}: {reached:.4g} for {name!r}, not its final "
                     f"{final:.4g} (reached at t={scheduler.final_t(name):g}). Masks are computed before the scheduler "
                     f"steps, so update k uses t={first_t}+k: set the ramp to end by t={last_t} "
                     f"({scheduler.ending_hint(name, last_t)}), or train longer",
-                    UserWarning, stacklevel=2,
+                    category=UserWarning,
                 )
                 return
 
