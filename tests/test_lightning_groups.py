@@ -228,3 +228,36 @@ def test_step_schedules_and_ramps_that_end_in_time_do_not_warn():
             warnings.simplefilter("always")
             trainer(max_epochs=4, callbacks=[ta]).fit(TinyModule(), loader())
         assert not [w for w in caught if "mask updates" in str(w.message)]
+
+
+def test_two_named_groups_from_a_lightning_cli_config(tmp_path):
+    from tests.test_lightning_cli import _cli, _ours
+
+    config = tmp_path / "groups.yaml"
+    config.write_text("""\
+trainer:
+  callbacks:
+    - class_path: sparsity.TrainingAwareDataSparsity
+      init_args:
+        data_sparsifier_class: sparsity.DataNormSparsifier
+        data_sparsifier_args: {sparsity_level: 0.5, sparse_block_shape: [1, 4], zeros_per_block: 4}
+        data_scheduler_class: sparsity.CubicSLScheduler
+        data_scheduler_args: {init_sl: 0.0, init_t: 0, delta_t: 1, total_t: 1}
+        inplace: true
+        param_filter: embed.*
+        name: embeddings
+    - class_path: sparsity.TrainingAwareDataSparsity
+      init_args:
+        data_sparsifier_class: sparsity.DataNormSparsifier
+        data_sparsifier_args: {sparsity_level: 1.0, sparse_block_shape: [1, 4], zeros_per_block: 2}
+        data_scheduler_class: sparsity.StepSLScheduler
+        data_scheduler_args: {gamma: 1.0}
+        inplace: true
+        param_filter: mlp.*.weight
+        name: linear
+""")
+    embeddings, linear = _ours(_cli(["--config", str(config)]))  # 2 epochs
+    assert (embeddings.name, linear.name) == ("embeddings", "linear")
+    assert set(embeddings._masks) == {"embed.weight"} and set(linear._masks) == set(LINEARS)
+    assert embeddings.history[-1]["training_aware_sparsity/embeddings/overall"] == 0.5
+    assert linear.history[-1]["training_aware_sparsity/linear/overall"] == 0.5
