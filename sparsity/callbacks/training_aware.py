@@ -205,7 +205,8 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
                 return
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._print_table(trainer, f"Training-aware sparsity after {self.epochs_done} epochs")
+        named = f" ({self.name})" if self.name else ""
+        self._print_table(trainer, f"Training-aware sparsity{named} after {self.epochs_done} epochs")
 
     # ---------------------------------------------------------------- in-place mode
     def _multipliers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
