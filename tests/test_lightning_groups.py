@@ -112,6 +112,19 @@ def test_two_unnamed_stateful_callbacks_are_refused_by_lightning():
         trainer(max_epochs=1, callbacks=[make(), make()])
 
 
+def test_two_post_training_callbacks_need_distinct_names():
+    make = lambda name=None: PostTrainingDataSparsity(DataNormSparsifier, HALF_BLOCKS, name=name)
+    with pytest.raises(ValueError, match="same metric names: give each its own name="):
+        trainer(max_epochs=1, callbacks=[make(), make()]).fit(TinyModule(), loader())
+    with pytest.raises(ValueError, match="named 'a'"):
+        trainer(max_epochs=1, callbacks=[make("a"), make("a")]).fit(TinyModule(), loader())
+    half, quarter = make(), PostTrainingDataSparsity(DataNormSparsifier, {**HALF_BLOCKS, "sparsity_level": 0.25},
+                                                     name="quarter")
+    trainer(max_epochs=1, callbacks=[half, quarter]).fit(TinyModule(), loader())
+    assert half.history[0]["post_training_sparsity/overall"] == 0.5
+    assert quarter.history[0]["post_training_sparsity/quarter/overall"] == 0.25
+
+
 def test_overlapping_in_place_groups_are_refused_at_setup_naming_the_tensor():
     embeddings, _ = _groups()
     everything = TrainingAwareDataSparsity(DataNormSparsifier, TWO_FOUR, StepSLScheduler, {"gamma": 1.0},

@@ -125,8 +125,15 @@ class DataSparsityCallback(pl.Callback):
         return False
 
     def _refuse_overlaps(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Two callbacks masking the same live tensor would multiply their masks (and each
-        report only its own): refuse at setup, naming the tensor."""
+        """Two callbacks of one class and one name would log under the same metric names, and
+        two masking the same live tensor would multiply their masks (and each report only its
+        own): refuse both at setup, naming the tensor."""
+        for other in trainer.callbacks:
+            if other is not self and type(other) is type(self) and other.name == self.name:
+                raise ValueError(
+                    f"two {type(self).__name__} callbacks named {self.name!r} would log under the same metric names: "
+                    "give each its own name="
+                )
         if not self._masks_live_model():
             return
         mine = {id(p): name for name, p in self._parameters(pl_module).items()}
