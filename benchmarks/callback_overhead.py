@@ -42,12 +42,12 @@ def overhead(make_callback, epochs: int, samples: int) -> dict[str, float]:
 
 CALLBACKS = {
     "TrainingAwareDataSparsity (copy)": lambda epochs: TrainingAwareDataSparsity(
-        DataNormSparsifier, TWO_FOUR, CubicSLScheduler, {"delta_t": 1, "total_t": epochs}, print_table=False),
+        DataNormSparsifier, TWO_FOUR, CubicSLScheduler, {"delta_t": 1, "total_t": max(1, epochs - 1)}, print_table=False),
     "TrainingAwareDataSparsity (inplace, masks every 20 steps)": lambda epochs: TrainingAwareDataSparsity(
-        DataNormSparsifier, TWO_FOUR, CubicSLScheduler, {"delta_t": 1, "total_t": 5 * epochs}, inplace=True,
+        DataNormSparsifier, TWO_FOUR, CubicSLScheduler, {"delta_t": 1, "total_t": max(1, 5 * epochs - 1)}, inplace=True,
         schedule_interval="step", every_n_steps=20, print_table=False),
     "TrainingAwareDataSparsity (inplace, masks every 100 steps)": lambda epochs: TrainingAwareDataSparsity(
-        DataNormSparsifier, TWO_FOUR, CubicSLScheduler, {"delta_t": 1, "total_t": epochs}, inplace=True,
+        DataNormSparsifier, TWO_FOUR, CubicSLScheduler, {"delta_t": 1, "total_t": max(1, epochs - 1)}, inplace=True,
         schedule_interval="step", every_n_steps=100, print_table=False),
     "PostTrainingDataSparsity (once)": lambda epochs: PostTrainingDataSparsity(
         DataNormSparsifier, TWO_FOUR, print_table=False),

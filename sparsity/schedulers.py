@@ -199,6 +199,19 @@ class _RampScheduler(BaseDataScheduler):
     def level(self, s_0: float, s_f: float, t: int, t_0: int, dt: float, n: float, initially_zero: bool) -> float:
         """The value at epoch ``t``."""
 
+    def level_at(self, name: str, t: int) -> float:
+        """Group ``name``'s value at epoch ``t`` (no state changes)."""
+        return self.level(self.init_sl[name], self.base_param[name], t, self.init_t[name], self.delta_t[name],
+                          self.total_t[name], self.initially_zero[name])
+
+    def final_t(self, name: str) -> float:
+        """The first epoch at which group ``name`` has its final value (the group's base)."""
+        return self.init_t[name] + self.total_t[name]
+
+    def ending_hint(self, name: str, t: int) -> str:
+        """Arguments that make group ``name``'s ramp end at epoch ``t``, in words."""
+        return f"init_t + total_t <= {t}, e.g. total_t={max(1, t - self.init_t[name])}"
+
     def get_schedule_param(self) -> dict[str, Any]:
         self._warn_if_outside_step()
         return {
@@ -238,6 +251,15 @@ class CubicSLScheduler(_RampScheduler):
 
     def level(self, s_0, s_f, t, t_0, dt, n, initially_zero):
         return self.sparsity_compute_fn(s_0, s_f, t, t_0, dt, n, initially_zero)
+
+    def final_t(self, name: str) -> float:
+        return self.init_t[name] + self.total_t[name] * self.delta_t[name]
+
+    def ending_hint(self, name: str, t: int) -> str:
+        span, dt = t - self.init_t[name], self.delta_t[name]
+        if span >= dt:
+            return f"init_t + total_t * delta_t <= {t}, e.g. total_t={int(span // dt)} with delta_t={dt}"
+        return f"init_t + total_t * delta_t <= {t}, e.g. delta_t=1, total_t={max(1, span)}"
 
 
 class LinearSLScheduler(_RampScheduler):

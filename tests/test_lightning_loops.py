@@ -161,7 +161,7 @@ def test_csv_and_tensorboard_loggers_receive_the_documented_names(tmp_path):
     ta = TrainingAwareDataSparsity(DataNormSparsifier, HALF_BLOCKS, StepSLScheduler, {"gamma": 1.0})
     trainer(max_epochs=2, callbacks=[pt, ta], logger=loggers).fit(TinyModule(), loader())
     names = [f"{prefix}/{key}" for prefix in ("post_training_sparsity", "training_aware_sparsity")
-             for key in (*MATRICES, "overall", "mask_seconds")]
+             for key in (*MATRICES, "overall", "level", "mask_seconds")]
     logged = [*ta.history, *pt.history]  # in the order they were logged: two epochs, then post-training
     assert set().union(*logged) == set(names)
 

@@ -82,8 +82,12 @@ class DataSparsityCallback(pl.Callback):
         sparsified_device: torch.device | str | None = None,
         verify_ranks: bool = True,
         print_table: bool = True,
+        name: str | None = None,
     ):
         super().__init__()
+        if name is not None and (not isinstance(name, str) or not name or "/" in name):
+            raise ValueError(f"name must be None or a non-empty str without '/'; got {name!r}")
+        self.name = name
         self.data_sparsifier_class = check_class(data_sparsifier_class, BaseDataSparsifier, "data_sparsifier_class")
         self.data_sparsifier_args = check_args(
             self.data_sparsifier_class, data_sparsifier_args, "data_sparsifier_args", ("data_list",)
@@ -100,6 +104,49 @@ class DataSparsityCallback(pl.Callback):
         self._masks: dict[str, torch.Tensor] = {}  # latest masks, on the model's device
         self._layers: list[_report.LayerSparsity] = []
         self._mask_seconds = 0.0
+
+    # ---------------------------------------------------------------- identity
+    @property
+    def state_key(self) -> str:
+        """Where Lightning keeps this callback's state in a checkpoint: the class name (as
+        before) for an unnamed callback, ``"TrainingAwareDataSparsity{'name': 'emb'}"`` for
+        ``name="emb"``. Distinct names let several instances share one Trainer and each
+        resume its own state."""
+        if self.name is None:
+            return type(self).__qualname__
+        return self._generate_state_key(name=self.name)
+
+    def _prefix(self, base: str) -> str:
+        """The metric prefix: ``base`` for an unnamed callback, ``base/<name>`` otherwise."""
+        return base if self.name is None else f"{base}/{self.name}"
+
+    def _masks_live_model(self) -> bool:
+        """Whether this callback masks the model being trained (not only a copy of it)."""
+        return False
+
+    def _refuse_overlaps(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Two callbacks of one class and one name would log under the same metric names, and
+        two masking the same live tensor would multiply their masks (and each report only its
+        own): refuse both at setup, naming the tensor."""
+        for other in trainer.callbacks:
+            if other is not self and type(other) is type(self) and other.name == self.name:
+                raise ValueError(
+                    f"two {type(self).__name__} callbacks named {self.name!r} would log under the same metric names: "
+                    "give each its own name="
+                )
+        if not self._masks_live_model():
+            return
+        mine = {id(p): name for name, p in self._parameters(pl_module).items()}
+        for other in trainer.callbacks:
+            if other is self or not isinstance(other, DataSparsityCallback) or not other._masks_live_model():
+                continue
+            shared = [mine[id(p)] for p in other._parameters(pl_module).values() if id(p) in mine]
+            if shared:
+                raise ValueError(
+                    f"{type(self).__name__}(name={self.name!r}) and {type(other).__name__}(name={other.name!r}) "
+                    f"would both mask {shared[0]!r}" + (f" (and {len(shared) - 1} more)" if len(shared) > 1 else "")
+                    + " in the live model: give them param_filters that do not overlap"
+                )
 
     # ---------------------------------------------------------------- tensors
     def _parameters(self, pl_module: pl.LightningModule) -> dict[str, nn.Parameter]:
@@ -118,6 +165,7 @@ class DataSparsityCallback(pl.Callback):
             raise ValueError(f"{type(self).__name__}: {_model.FSDP1_MESSAGE}")
         if stage == "fit":
             self._parameters(pl_module)  # a module with nothing to sparsify fails before training
+            self._refuse_overlaps(trainer, pl_module)
 
     def _new_sparsifier(self) -> BaseDataSparsifier:
         return self.data_sparsifier_class(**self.data_sparsifier_args)
@@ -141,9 +189,13 @@ class DataSparsityCallback(pl.Callback):
         _sync(device)
         self._mask_seconds = time.perf_counter() - start
         self._masks = {name: self.data_sparsifier.get_mask(name) for name in params}
-        self._layers = _report.measure(self._masks, self._levels())  # the levels these masks were made with
+        self._measure(self._levels())  # the levels these masks were made with
         if self.verify_ranks:
             assert_masks_agree(self._masks)
+
+    def _measure(self, levels: dict[str, float]) -> None:
+        """The report rows of the current masks, made with ``levels``."""
+        self._layers = _report.measure(self._masks, levels)
 
     def _levels(self) -> dict[str, float]:
         return {name: cfg.get("sparsity_level", float("nan")) for name, cfg in self.data_sparsifier.data_groups.items()}
@@ -162,7 +214,7 @@ class DataSparsityCallback(pl.Callback):
 
     # ---------------------------------------------------------------- reporting
     def _report(self, trainer: pl.Trainer, prefix: str) -> None:
-        metrics = _report.metrics(self._layers, self._mask_seconds, prefix)
+        metrics = _report.metrics(self._layers, self._mask_seconds, self._prefix(prefix))
         self.history.append(metrics)
         if trainer.is_global_zero:
             for logger in trainer.loggers:

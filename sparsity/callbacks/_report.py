@@ -40,9 +40,22 @@ def overall(layers: list[LayerSparsity]) -> float:
     return sum(layer.zeros for layer in layers) / numel if numel else 0.0
 
 
+def scheduled_level(layers: list[LayerSparsity]) -> float:
+    """The level the masks were made with: the sparsifier's ``sparsity_level`` (the fraction
+    of blocks chosen, as the scheduler set it; above 1 prunes every block). One value when
+    every tensor has the same (as in these callbacks); else their mean weighted by size."""
+    levels = {layer.level for layer in layers}
+    if len(levels) == 1:
+        return levels.pop()
+    numel = sum(layer.numel for layer in layers)
+    return sum(layer.level * layer.numel for layer in layers) / numel if numel else float("nan")
+
+
 def metrics(layers: list[LayerSparsity], mask_seconds: float, prefix: str) -> dict[str, float]:
     out = {f"{prefix}/{layer.name}": layer.sparsity for layer in layers}
     out[f"{prefix}/overall"] = overall(layers)
+    if layers:
+        out[f"{prefix}/level"] = scheduled_level(layers)
     out[f"{prefix}/mask_seconds"] = mask_seconds
     return out
 

@@ -42,6 +42,8 @@ class PostTrainingDataSparsity(DataSparsityCallback):
         verify_ranks: under DDP, check with one small all-reduce that all ranks agree
             (under FSDP: the ranks holding the same shard; see ``sparsity.distributed``).
         print_table: print the per-layer table at the end of fit (rank zero).
+        name: tells several instances in one Trainer apart: metrics are logged under
+            ``post_training_sparsity/<name>/...`` (unnamed: ``post_training_sparsity/...``).
     """
 
     def __init__(
@@ -53,15 +55,16 @@ class PostTrainingDataSparsity(DataSparsityCallback):
         sparsified_device: torch.device | str | None = None,
         verify_ranks: bool = True,
         print_table: bool = True,
+        name: str | None = None,
     ):
         super().__init__(
             data_sparsifier_class, data_sparsifier_args, param_filter=param_filter,
-            sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table,
+            sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table, name=name,
         )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._timed(self._sparsify, trainer, pl_module)
-        self._print_table(trainer, "Post-training sparsity")
+        self._print_table(trainer, "Post-training sparsity" + (f" ({self.name})" if self.name else ""))
 
     def _sparsify(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         params = self._parameters(pl_module)

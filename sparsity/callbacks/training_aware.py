@@ -3,17 +3,19 @@ optionally the live model itself, kept sparse through training (gradual pruning)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from kernels.api import is_dtensor
 from sparsity.base_sparsifier import BaseDataSparsifier
 from sparsity.callbacks import _model
 from sparsity.callbacks._base import DataSparsityCallback, check_args, check_class
-from sparsity.schedulers import BaseDataScheduler
+from sparsity.schedulers import BaseDataScheduler, _RampScheduler
 
 STATE_VERSION = 1
 SHARDED_MASKS_PREFIX = "_blocksparse_masks/"  # keys of sharded masks in a distributed checkpoint's "state_dict"
@@ -26,6 +28,14 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     **data_scheduler_args)``. At every train-epoch end it computes masks from the current
     weights (on their device), steps the scheduler, and leaves a sparsified copy in
     ``.sparsified``; the model itself is not modified.
+
+    Masks come first, then the scheduler steps (torch.ao's order): mask update ``k`` (0, 1,
+    ...) uses the level after ``k`` scheduler steps, so the first uses the schedule's initial
+    level and, for the last of ``N`` updates to use a ramp's final level,
+    ``init_t + total_t * delta_t <= N - 1`` (e.g. ``CubicSLScheduler(init_t=0, delta_t=1,
+    total_t=max_epochs - 1)``). At train start a ramp (``CubicSLScheduler``,
+    ``LinearSLScheduler``) that would not reach its final level within the fit's
+    ``max_epochs``/``max_steps`` gets a warning saying what to set.
 
     With ``inplace=True`` the live model is sparsified instead: its weights are masked,
     gradients are masked after every backward pass and weights re-masked after every
@@ -55,6 +65,11 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         schedule_interval: ``"epoch"`` or ``"step"`` (``"step"`` needs ``inplace=True``).
         every_n_steps: with ``schedule_interval="step"``, optimizer steps between updates.
         param_filter, sparsified_device, verify_ranks, print_table: as ``PostTrainingDataSparsity``.
+        name: tells several instances in one Trainer apart (e.g. one per group of layers, each
+            with its own ``param_filter``, sparsifier arguments and schedule): each has its own
+            ``state_key`` (so each resumes its own state from a checkpoint) and logs under
+            ``training_aware_sparsity/<name>/...``. Two in-place instances whose filters select
+            the same tensor are refused at setup.
     """
 
     def __init__(
@@ -71,10 +86,11 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         sparsified_device: torch.device | str | None = None,
         verify_ranks: bool = True,
         print_table: bool = True,
+        name: str | None = None,
     ):
         super().__init__(
             data_sparsifier_class, data_sparsifier_args, param_filter=param_filter,
-            sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table,
+            sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table, name=name,
         )
         self.data_scheduler_class = check_class(data_scheduler_class, BaseDataScheduler, "data_scheduler_class")
         self.data_scheduler_args = check_args(
@@ -94,10 +110,14 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.data_scheduler: BaseDataScheduler | None = None
         self.epochs_done = 0  # epoch-end updates done (restored from checkpoints)
         self.updates_done = 0  # mask updates done
+        self._first_step = 0  # the trainer's global_step when this callback's schedule began
         self._restored: dict[str, Any] | None = None
         self._params: dict[str, torch.nn.Parameter] = {}
         self._multipliers_of: dict[str, torch.Tensor] | None = None  # the masks _multiplier_cache was made from
         self._multiplier_cache: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+
+    def _masks_live_model(self) -> bool:
+        return self.inplace
 
     # ---------------------------------------------------------------- lifecycle
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -121,6 +141,9 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         if self._restored is not None:
             self._restore(self._restored, trainer)
             self._restored = None
+        elif self.updates_done == 0:  # a fresh schedule, also in a run resumed without this callback's state
+            self._first_step = trainer.global_step
+        self._check_schedule(trainer)
         if self.inplace:
             self._mask_live()
 
@@ -129,20 +152,61 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     def _epoch_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.schedule_interval == "epoch":
-            self._step_masks_and_schedule()
+            self._step_masks_and_schedule(trainer)
         self.epochs_done += 1
         if self.inplace:
             self._mask_live()
         self.sparsified = self._make_sparsified_copy(trainer, pl_module)
-        self._report(trainer, "training_aware_sparsity")
 
-    def _step_masks_and_schedule(self) -> None:
+    def _step_masks_and_schedule(self, trainer: pl.Trainer) -> None:
+        """One mask update, logged at once (at ``trainer.global_step``), then the scheduler's step."""
         self._update_masks(self._params)
+        self._report(trainer, "training_aware_sparsity")
         self.data_scheduler.step()
         self.updates_done += 1
 
+    # ---------------------------------------------------------------- schedule check
+    def _updates_in_fit(self, trainer: pl.Trainer) -> int | None:
+        """How many mask updates this fit makes in all (from its first epoch), or ``None``
+        when unknown (no ``max_epochs``/``max_steps``, data of unknown length)."""
+        try:
+            steps = trainer.estimated_stepping_batches
+        except Exception:
+            return None
+        if not math.isfinite(steps):
+            return None
+        if self.schedule_interval == "step":
+            return (int(steps) - self._first_step) // self.every_n_steps
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches) or batches < 1:
+            return None
+        per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+        return math.ceil(int(steps) / per_epoch) - trainer.current_epoch + self.epochs_done
+
+    def _check_schedule(self, trainer: pl.Trainer) -> None:
+        """Warn when a ramp would not reach its final level at the fit's last mask update."""
+        scheduler = self.data_scheduler
+        updates = self._updates_in_fit(trainer) if isinstance(scheduler, _RampScheduler) else None
+        if not updates:
+            return
+        first_t = scheduler.last_epoch - self.updates_done  # the ramp's t at the first update of the fit
+        last_t = first_t + updates - 1
+        for name, final in scheduler.base_param.items():
+            reached = scheduler.level_at(name, last_t)
+            if abs(reached - final) > 1e-9:
+                rank_zero_warn(
+                    f"{type(self).__name__}(name={self.name!r}): this fit makes {updates} mask updates and the last "
+                    f"uses {type(scheduler).__name__}'s level at t={last_t}: {reached:.4g} for {name!r}, not its final "
+                    f"{final:.4g} (reached at t={scheduler.final_t(name):g}). Masks are computed before the scheduler "
+                    f"steps, so update k uses t={first_t}+k: set the ramp to end by t={last_t} "
+                    f"({scheduler.ending_hint(name, last_t)}), or train longer",
+                    category=UserWarning,
+                )
+                return
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._print_table(trainer, f"Training-aware sparsity after {self.epochs_done} epochs")
+        named = f" ({self.name})" if self.name else ""
+        self._print_table(trainer, f"Training-aware sparsity{named} after {self.epochs_done} epochs")
 
     # ---------------------------------------------------------------- in-place mode
     def _multipliers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -182,9 +246,10 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
             self._timed(self._after_batch, trainer)
 
     def _after_batch(self, trainer: pl.Trainer) -> None:
-        if self.schedule_interval == "step" and trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0 \
-                and trainer.global_step // self.every_n_steps > self.updates_done:
-            self._step_masks_and_schedule()
+        steps = trainer.global_step - self._first_step
+        if self.schedule_interval == "step" and steps > 0 and steps % self.every_n_steps == 0 \
+                and steps // self.every_n_steps > self.updates_done:
+            self._step_masks_and_schedule(trainer)
         self._mask_live()  # optimizer steps (momentum, weight decay) revive masked weights
 
     # ---------------------------------------------------------------- checkpoints
@@ -200,6 +265,8 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
             "scheduler": self.data_scheduler.state_dict(),
             "epochs_done": self.epochs_done,
             "updates_done": self.updates_done,
+            "first_step": self._first_step,
+            "mask_levels": {layer.name: layer.level for layer in self._layers},  # what the report shows after resume
         }
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -235,9 +302,13 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
             )
         self.data_sparsifier.load_state_dict(saved)
         self._masks = {name: self.data_sparsifier.get_mask(name) for name in self._params}
+        if state["updates_done"]:  # masks were made: report them as they were
+            levels = state.get("mask_levels") or {}
+            self._measure({name: levels.get(name, float("nan")) for name in self._masks})
         self.data_scheduler.load_state_dict(state["scheduler"])
         self.epochs_done = state["epochs_done"]
         self.updates_done = state["updates_done"]
+        self._first_step = state.get("first_step", 0)
 
 
 def _load_sharded_masks(path: str, prefix: str, params: dict[str, torch.nn.Parameter]) -> dict[str, dict[str, torch.Tensor]]:

@@ -18,6 +18,7 @@ Command line (post-training sparsification of a Lightning or plain state-dict ch
 
 from sparsity.checkpoint._api import load_sparse, load_sparse_checkpoint, read_checkpoint, save_sparse
 from sparsity.checkpoint._format import FORMAT_NAME, FORMAT_VERSION, CheckpointError, TensorRecord
+from sparsity.checkpoint._lightning import load_lightning_checkpoint, write_lightning_checkpoint
 from sparsity.checkpoint._prune import PruneRecord, sparsify_state_dict
 
 __all__ = [
@@ -26,9 +27,11 @@ __all__ = [
     "CheckpointError",
     "PruneRecord",
     "TensorRecord",
+    "load_lightning_checkpoint",
     "load_sparse",
     "load_sparse_checkpoint",
     "read_checkpoint",
     "save_sparse",
     "sparsify_state_dict",
+    "write_lightning_checkpoint",
 ]
