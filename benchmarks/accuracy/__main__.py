@@ -34,7 +34,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--quick", action="store_true", help="fewer epochs: a smoke test (CI)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per (task, method, level) (default 3)")
-    p.add_argument("--levels", type=_levels, default=list(LEVELS), help=f"comma-separated (default {','.join(LEVELS)})".replace("%", "%%"))  # argparse formats help with %
+    levels_help = f"comma-separated (default {','.join(LEVELS)})".replace("%", "%%")  # argparse formats help with %
+    p.add_argument("--levels", type=_levels, default=list(LEVELS), help=levels_help)
     p.add_argument("--methods", nargs="+", choices=list(METHODS_BY_KEY), default=list(METHODS_BY_KEY), metavar="NAME",
                    help=f"default all: {', '.join(METHODS_BY_KEY)}")
     names = [t.name for t in tasks(quick=True)]

@@ -197,26 +197,16 @@ class Method:
     not_applicable: Callable[[str, Level, nn.Module], str | None] = lambda task, level, model: None
 
 
-class _LevelKeyed(TrainingAwareDataSparsity):
-    """One instance per level rides on the dense run: Lightning needs their state keys to differ."""
-
-    level_name = ""
-
-    @property
-    def state_key(self) -> str:
-        return f"{super().state_key}[{self.level_name}]"
-
-
 def _ours_post(level, plan, module):
-    return PostTrainingDataSparsity(DataNormSparsifier, _sparsifier_args(level), param_filter=pruned, print_table=False)
+    # One instance per level rides on the same run: each needs its own name (state key, metrics).
+    return PostTrainingDataSparsity(DataNormSparsifier, _sparsifier_args(level), param_filter=pruned, print_table=False,
+                                    name=level.name)
 
 
 def _ours_copy(level, plan, module):
-    cb = _LevelKeyed(DataNormSparsifier, _sparsifier_args(level), CubicSLScheduler,
-                     {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": max(1, plan.epochs - 1)},
-                     param_filter=pruned, print_table=False)
-    cb.level_name = level.name
-    return cb
+    return TrainingAwareDataSparsity(DataNormSparsifier, _sparsifier_args(level), CubicSLScheduler,
+                                     {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": max(1, plan.epochs - 1)},
+                                     param_filter=pruned, print_table=False, name=level.name)
 
 
 def _ours_inplace(level, plan, module):
