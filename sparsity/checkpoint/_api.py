@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from kernels.api import check_block_shape
-from sparsity.checkpoint._files import PathLike, _first_line, load_untrusted, write_atomically
+from sparsity.checkpoint._files import PathLike, load_untrusted, write_atomically
 from sparsity.checkpoint._format import (
     CheckpointError,
     TensorRecord,
@@ -65,11 +65,11 @@ def _check_loadable(state_dict: Mapping[str, Any], extra: Mapping[str, Any]) -> 
                 torch.save(value, buffer)
                 buffer.seek(0)
                 torch.load(buffer, weights_only=True)
-            except Exception as err:  # any refusal by the safe loader
+            except Exception:  # any refusal by the safe loader (its message advises unsafe loading)
                 raise TypeError(
                     f"{where}[{key!r}] cannot be saved: load_sparse reads files with torch.load(weights_only=True), "
-                    f"which would refuse it ({type(value).__name__}); keep only tensors, numbers, strings, lists and dicts "
-                    f"({_first_line(err)})"
+                    f"which would refuse it (it holds a {type(value).__name__} or an object inside it that is not a "
+                    "tensor, number, string, list or dict); convert it to those first"
                 ) from None
 
 
