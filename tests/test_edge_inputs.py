@@ -298,3 +298,13 @@ def test_callback_good_device_and_flags():
     cb = PostTrainingDataSparsity(DataNormSparsifier, {"sparsity_level": 0.5}, sparsified_device="cpu",
                                   verify_ranks=False, print_table=False)
     assert cb.sparsified_device == torch.device("cpu") and cb.verify_ranks is False and cb.print_table is False
+
+
+def test_sparsify_state_dict_keeps_float64_with_its_reason():
+    from sparsity.checkpoint import sparsify_state_dict
+
+    state = {"w64": rand(64, 64).double(), "w32": rand(64, 64)}
+    out, records = sparsify_state_dict(state, 0.5)
+    why = {r.name: (r.pruned, r.reason) for r in records}
+    assert why["w64"] == (False, "dtype float64 (scores are float32: cast to float32 to prune it)")
+    assert out["w64"] is state["w64"] and why["w32"] == (True, "pruned")
