@@ -34,9 +34,17 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+try:  # optional: its float32 accumulate sums large blocks in order, vectorised (see _blocked_sums)
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy comes with every torch install we test
+    np = None
+
 CHUNK_ELEMENTS = 1 << 20
 # In-block ranks are counted pairwise up to this block size, by a stable sort above it.
 PAIRWISE_RANK_MAX = 16
+# Blocks of more elements than this are summed by numpy's sequential accumulate (CPU), not
+# one in-block position at a time (a Python loop as long as the block).
+SEQUENTIAL_SUM_MIN = 64
 # Radix selection: scores are >= +0, so the sign bit is clear and the high 16 bits are < 2**15.
 HIGH_BINS = 1 << 15
 # (shift, bits) of each radix digit, most significant first. One process: two 16-bit passes,
@@ -93,6 +101,22 @@ def _block_sums(positions: Sequence[torch.Tensor]) -> torch.Tensor:
     for part in positions[2:]:
         total.add_(part)
     return total
+
+
+def _blocked_sums(v: torch.Tensor) -> torch.Tensor:
+    """``_block_sums`` of a blocked chunk ``v`` (nr, bh, nc, bw), the same bits.
+
+    Large blocks on the CPU: each block's elements laid out as one row, row-major, and
+    summed by ``numpy.add.accumulate``, which adds one element at a time, in order, in
+    float32 (torch's CPU cumsum accumulates in float64, and sums reduce pairwise), so
+    the cost is the data's, not a Python step per in-block position."""
+    nr, bh, nc, bw = v.shape
+    if bh * bw <= SEQUENTIAL_SUM_MIN or np is None or v.device.type != "cpu" or v.dtype != torch.float32:
+        return _block_sums(_positions(v))
+    rows = v.permute(0, 2, 1, 3).reshape(nr * nc, bh * bw).contiguous()  # v is a temporary: overwrite it
+    a = rows.numpy()
+    np.add.accumulate(a, axis=1, out=a)
+    return rows[:, -1].reshape(nr, nc).contiguous()
 
 
 def _positions(v: torch.Tensor) -> list[torch.Tensor]:
@@ -241,7 +265,7 @@ def block_scores(
         if lanes is not None:
             sums = _block_sums((lanes if norm == "L1" else lanes * lanes).unbind(0))
         else:
-            sums = _block_sums(_positions(_blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0)))
+            sums = _blocked_sums(_blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0))
         bad |= _nonfinite_chunk(xc, sums)
         count = full
         if xc.shape[0] < nr * bh or xc.shape[1] < nc * bw:
@@ -273,7 +297,7 @@ def _write_in_block_keep(
     padded = xf.shape != (nr * bh, nc * bw)
     if n > PAIRWISE_RANK_MAX:
         v = _blocked(xf.abs(), nr, nc, bh, bw, float("inf")).permute(0, 2, 1, 3).reshape(nr, nc, n)
-        keep = torch.stack([rank >= z for rank in _sorted_ranks(v)], -1)
+        keep = _sorted_ranks(v) >= z
     else:
         if lanes is None or padded:
             lanes = _lanes(_blocked(xf, nr, nc, bh, bw, float("inf")))  # padding ranks last
@@ -434,12 +458,12 @@ def _pairwise_ranks(lanes: torch.Tensor) -> list[torch.Tensor]:
     return ranks
 
 
-def _sorted_ranks(v: torch.Tensor) -> list[torch.Tensor]:
-    """Each element's rank along the last dim of ``v`` (ties: lower index first), one
-    tensor per position, by a stable sort (for large blocks)."""
+def _sorted_ranks(v: torch.Tensor) -> torch.Tensor:
+    """Each element's rank along the last dim of ``v`` (ties: lower index first), by a
+    stable sort (for large blocks): one tensor, no step per position."""
     order = torch.sort(v, dim=-1, stable=True).indices
     positions = torch.arange(v.shape[-1], device=v.device).expand_as(order)
-    return list(torch.empty_like(order).scatter_(-1, order, positions).unbind(-1))
+    return torch.empty_like(order).scatter_(-1, order, positions)
 
 
 def _broadcast_blocks(p: torch.Tensor, bh: int, bw: int, out: torch.Tensor) -> torch.Tensor:

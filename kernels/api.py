@@ -26,6 +26,10 @@ import torch
 from kernels import _dispatch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Dtypes the scoring functions take. float64 is refused: scores are float32, and torch.ao ranks
+# float64 data in float64, so float32 scores would pick other blocks on close values, turn
+# finite values beyond float32's range into inf and values near 1e-300 into 0.
+SCORED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 NORMS = ("L1", "L2")
 
 __all__ = [
@@ -34,6 +38,8 @@ __all__ = [
     "block_mask",
     "block_mask_unchecked",
     "block_norm",
+    "check_writable",
+    "nonfinite",
     "raise_if_nonfinite",
     "sparsify",
 ]
@@ -42,20 +48,55 @@ available_backends = _dispatch.available_backends
 
 
 # ---------------------------------------------------------------- argument checks
-def check_data(x: object, name: str = "x") -> torch.Tensor:
+def check_data(x: object, name: str = "x", *, scored: bool = True) -> torch.Tensor:
+    """``x`` must be a dense (strided) tensor with data, of at least 1 dim, in a dtype the
+    operation takes: float16/bfloat16/float32 where it is scored, float64 too where not."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
-    if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64; got {x.dtype}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor; got layout {x.layout} (call .to_dense() first)")
+    if x.is_meta:
+        raise ValueError(f"{name} is a meta tensor: it has a shape but no data to score or mask")
+    if scored and x.dtype == torch.float64:
+        raise TypeError(
+            f"{name} is float64; cast it to float32 first (e.g. {name}.float()): block scores are float32, and "
+            "torch.ao ranks float64 data in float64, so float32 scores could choose other blocks"
+        )
+    if x.dtype not in (SCORED_DTYPES if scored else FLOAT_DTYPES):
+        allowed = "float16, bfloat16 or float32" if scored else "float16, bfloat16, float32 or float64"
+        raise TypeError(f"{name} must be {allowed}; got {x.dtype}")
     if x.dim() < 1:
         raise ValueError(f"{name} must have at least 1 dimension; got a 0-dim tensor")
     return x
 
 
+def check_writable(x: torch.Tensor, name: str = "x") -> None:
+    """In-place writes need every element of ``x`` at its own memory location: an expanded
+    (stride-0) or otherwise self-overlapping tensor would be written through several
+    elements at once and end up as something other than ``x * mask``."""
+    if may_overlap(x.to_local() if is_dtensor(x) else x):
+        raise ValueError(
+            f"{name} has overlapping memory (e.g. from expand(); strides {tuple(x.stride())}), so it cannot be "
+            f"written in place; pass inplace=False, or {name}.clone() first"
+        )
+
+
+def may_overlap(t: torch.Tensor) -> bool:
+    """Could two elements of ``t`` share a memory location? Exact for stride-0 dims; otherwise
+    True unless the strides, sorted, each step over everything the smaller ones reach."""
+    dims = sorted((abs(st), sz) for st, sz in zip(t.stride(), t.shape, strict=True) if sz > 1)
+    reach = 0  # the largest offset the dims so far reach
+    for stride, size in dims:
+        if stride <= reach:
+            return True
+        reach += stride * (size - 1)
+    return False
+
+
 def check_block_shape(block_shape: object) -> tuple[int, int]:
     if (
         not isinstance(block_shape, Sequence)
-        or isinstance(block_shape, str)
+        or isinstance(block_shape, str | bytes | bytearray)
         or len(block_shape) != 2
         or not all(isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in block_shape)
     ):
@@ -101,6 +142,13 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
+def clip_block(shape2d: tuple[int, int], block_shape: tuple[int, int]) -> tuple[int, int]:
+    """The block shape cut to the tensor's 2-D shape: a block larger than the tensor is one
+    partial block, holding the same elements in the same order, so scores, ranks and masks
+    are unchanged, and no backend pays (in work, memory or kernel size) for the absent part."""
+    return min(block_shape[0], max(1, shape2d[0])), min(block_shape[1], max(1, shape2d[1]))
+
+
 def shape_2d(shape: Sequence[int]) -> tuple[int, int]:
     """The 2-D shape data of ``shape`` is treated as: (1, N) for 1-D, (shape[0], rest) for N-D."""
     return (1, shape[0]) if len(shape) == 1 else (shape[0], math.prod(shape[1:]))
@@ -130,6 +178,16 @@ def blocks_to_prune(shape: tuple[int, int], block_shape: tuple[int, int], sparsi
     return round(sparsity_level * n_blocks)
 
 
+def nonfinite(x: torch.Tensor) -> torch.Tensor:
+    """0-dim bool tensor: does ``x`` (plain, or a DTensor: any shard) hold NaN or infinity?
+    No host sync, so that callers checking many tensors sync once (``raise_if_nonfinite``)."""
+    if is_dtensor(x):
+        return _sharded().nonfinite(x)
+    from kernels import _torch
+
+    return _torch.nonfinite(x)
+
+
 def raise_if_nonfinite(flag: torch.Tensor | bool, name: str = "x") -> None:
     """Raise ``ValueError`` if ``flag`` (from ``block_mask_unchecked``) is set. One host sync."""
     if bool(flag):
@@ -144,7 +202,7 @@ def block_norm(
     """Each block's mean of ``|x|`` (L1) or ``x*x`` (L2), as float32 of shape
     ``(ceil(H / bh), ceil(W / bw))``; partial edge blocks average the elements they hold."""
     x = check_data(x)
-    bs = check_block_shape(block_shape)
+    bs = clip_block(shape_2d(x.shape), check_block_shape(block_shape))
     norm = check_norm(norm)
     impl = _dispatch.resolve(backend, x.device)
     if is_dtensor(x):
@@ -183,7 +241,11 @@ def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per
     zpb = check_zeros_per_block(zeros_per_block, bs)
     norm = check_norm(norm)
     impl = _dispatch.resolve(backend, x.device)
-    return _MaskCall(x, blocks_to_prune(shape_2d(x.shape), bs, level), bs, zpb, norm, impl)
+    k = blocks_to_prune(shape_2d(x.shape), bs, level)
+    # A block beyond the tensor holds only its in-tensor elements: zeroing more of them than
+    # it holds zeroes them all, as in the unclipped block.
+    bs = clip_block(shape_2d(x.shape), bs)
+    return _MaskCall(x, k, bs, min(zpb, bs[0] * bs[1]), norm, impl)
 
 
 def _masks(call: _MaskCall) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,6 +324,8 @@ def sparsify(
     call = _mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend)
     check_bool(inplace, "inplace")
     x = call.x
+    if inplace:
+        check_writable(x)
     if is_dtensor(x):
         mask, bad = _masks(call)
         raise_if_nonfinite(bad)
@@ -288,9 +352,11 @@ def apply_mask(
     Non-finite ``x`` raises ``ValueError`` before anything is written. For a DTensor ``x``,
     ``mask`` is a DTensor placed like it (as ``block_mask`` returns); the check spans all shards.
     """
-    x = check_data(x)
+    x = check_data(x, scored=False)
     if not isinstance(mask, torch.Tensor):
         raise TypeError(f"mask must be a torch.Tensor; got {type(mask).__name__}")
+    if mask.layout != torch.strided or mask.is_meta:
+        raise TypeError(f"mask must be a dense tensor with data; got layout {mask.layout}, device {mask.device}")
     if is_dtensor(mask) and not is_dtensor(x):
         raise TypeError("mask is a DTensor but x is not; pass both as DTensors placed alike, or both plain")
     if mask.dtype.is_floating_point or mask.dtype.is_complex:
@@ -300,6 +366,8 @@ def apply_mask(
     if mask.device != x.device:
         raise ValueError(f"mask must be on x's device {x.device}; got {mask.device}")
     check_bool(inplace, "inplace")
+    if inplace:
+        check_writable(x)
     impl = _dispatch.resolve(backend, x.device)
     if is_dtensor(x):
         _sharded().check_same_placement(x, mask)

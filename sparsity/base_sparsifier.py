@@ -96,6 +96,22 @@ def _all_kept(weight: torch.Tensor) -> torch.Tensor:
     return torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
 
 
+def _need_mapping(value: object, what: str) -> None:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a dict; got {type(value).__name__}")
+
+
+def _names(names: object) -> list[str]:
+    """``names`` of ``squash_mask``: an iterable of names (a lone str is a mistake, not letters)."""
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        raise TypeError(f"names must be a list of data names (e.g. [{names!r}]) or None; got {names!r}")
+    names = list(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"names must hold strs; got {name!r}")
+    return names
+
+
 class BaseDataSparsifier(abc.ABC):
     """Base class of data sparsifiers: subclasses implement ``update_mask``.
 
@@ -135,8 +151,7 @@ class BaseDataSparsifier(abc.ABC):
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str; got {name!r}")
         weight = _weight(data)
-        if not weight.dtype.is_floating_point:
-            raise TypeError(f"data {name!r} must be floating point; got {weight.dtype}")
+        self._check_data(name, weight)
         replacing = name in self.data_groups
         base = self.data_groups[name] if replacing else self.defaults
         initial_mask = config.pop("mask", None)
@@ -158,6 +173,18 @@ class BaseDataSparsifier(abc.ABC):
         self.state[name]["mask"] = mask
         self.data_groups[name] = local
         return self.get_data(name, return_original=False) if return_masked else None
+
+    def _check_data(self, name: str, weight: torch.Tensor) -> None:
+        """Data must be a dense floating-point tensor with data, of at least one dim: what
+        masks are computed for. Subclasses narrow the dtypes they score."""
+        if weight.layout != torch.strided:
+            raise TypeError(f"data {name!r} must be a dense (strided) tensor; got layout {weight.layout}")
+        if weight.is_meta:
+            raise ValueError(f"data {name!r} is a meta tensor: it has no values to compute a mask from")
+        if not weight.dtype.is_floating_point:
+            raise TypeError(f"data {name!r} must be floating point; got {weight.dtype}")
+        if weight.dim() < 1:
+            raise ValueError(f"data {name!r} must have at least 1 dimension; got a 0-dim tensor")
 
     def _check_name(self, name: str) -> None:
         if name not in self.data_groups:
@@ -210,13 +237,23 @@ class BaseDataSparsifier(abc.ABC):
     def squash_mask(self, *args: Any, leave_parametrized: bool = True, names: Iterable[str] | None = None, **kwargs: Any) -> None:
         """Stop tracking originals. With ``leave_parametrized`` the masks are first written
         into the data in place, so modules holding those tensors become sparse."""
-        names = list(self.data_groups) if names is None else list(names)
+        names = list(self.data_groups) if names is None else _names(names)
         for name in names:
             self._check_name(name)
+        todo = [name for name in dict.fromkeys(names) if name not in self._squashed]
+        if leave_parametrized:
+            # Check everything before writing anything: one bad tensor leaves all untouched.
+            for name in todo:
+                kernels.api.check_writable(self._data[name], f"data {name!r}")
+            if todo:
+                with torch.no_grad():
+                    flags = [kernels.api.nonfinite(self._data[name]) for name in todo]
+                    flags = torch.stack([flag.to(flags[0].device) for flag in flags])
+                bad = [name for name, flag in zip(todo, flags.tolist(), strict=True) if flag]  # the one sync
+                if bad:
+                    raise ValueError(f"data {bad} hold NaN or infinite values; no mask was squashed")
         with torch.no_grad():
-            for name in names:
-                if name in self._squashed:
-                    continue
+            for name in todo:
                 if leave_parametrized:
                     kernels.apply_mask(self._data[name], self.state[name]["mask"], inplace=True, backend=self._backend())
                 self._squashed.add(name)
@@ -267,22 +304,44 @@ class BaseDataSparsifier(abc.ABC):
                     self._squashed.add(name)
 
     def _parse_state_dict(self, sd: Mapping[str, Any]):
+        """Check every part of a state dict (as ``add_data`` checks data) before anything changes."""
         if not isinstance(sd, Mapping) or "state" not in sd or "data_groups" not in sd:
             raise ValueError("state_dict must be a mapping with 'state' and 'data_groups' (from state_dict())")
-        groups = {name: self._checked_config(dict(cfg), f"config of {name!r}") for name, cfg in sd["data_groups"].items()}
+        _need_mapping(sd["data_groups"], "state_dict['data_groups']")
+        _need_mapping(sd["state"], "state_dict['state']")
+        groups = {}
+        for name, cfg in sd["data_groups"].items():
+            _need_mapping(cfg, f"state_dict['data_groups'][{name!r}]")
+            groups[name] = self._checked_config(dict(cfg), f"config of {name!r}")
         states = {}
         for name, s in sd["state"].items():
             if name not in groups:
                 raise ValueError(f"state_dict has a mask for {name!r} but no config in 'data_groups'")
+            where = f"state_dict['state'][{name!r}]['mask']"
+            if not isinstance(s, Mapping) or "mask" not in s:
+                raise TypeError(f"state_dict['state'][{name!r}] must be a dict with a 'mask'; got {type(s).__name__}")
             mask = s["mask"]
-            mask = mask.to_dense() if not kernels.api.is_dtensor(mask) and mask.is_sparse else mask
+            if not isinstance(mask, torch.Tensor):
+                raise TypeError(f"{where} must be a torch.Tensor; got {type(mask).__name__}")
+            if mask.is_meta or mask.dtype.is_complex:
+                raise TypeError(f"{where} must be a bool (or numeric) tensor with data; got {mask.dtype} on {mask.device}")
+            mask = mask.to_dense() if not kernels.api.is_dtensor(mask) and mask.layout != torch.strided else mask
             states[name] = mask if mask.dtype == torch.bool else mask != 0
         container = {}
+        _need_mapping(sd.get("_container", {}), "state_dict['_container']")
         for key, value in sd.get("_container", {}).items():
             # torch.ao keeps parametrized data as "parametrizations.<name>.original"
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"state_dict['_container'] keys must be non-empty strs; got {key!r}")
             name = key[len("parametrizations."): -len(".original")] if key.startswith("parametrizations.") else key
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"state_dict['_container'][{key!r}] must be a torch.Tensor; got {type(value).__name__}")
+            self._check_data(name, value)
             container[name] = value
-        squashed = set(sd.get("squashed", ()))
+        squashed = sd.get("squashed", ())
+        if isinstance(squashed, str) or not isinstance(squashed, Iterable) or not all(isinstance(n, str) for n in squashed):
+            raise TypeError(f"state_dict['squashed'] must be a list of names; got {squashed!r}")
+        squashed = set(squashed)
         if "version" not in sd:  # torch.ao: data without a parametrization was squashed
             squashed = {k for k in sd.get("_container", {}) if not k.startswith("parametrizations.")}
         return states, groups, container, squashed

@@ -87,6 +87,14 @@ class DataNormSparsifier(BaseDataSparsifier):
                     raise type(err)(f"{err} (in {where})") from None
         return config
 
+    def _check_data(self, name: str, weight: torch.Tensor) -> None:
+        super()._check_data(name, weight)
+        if weight.dtype == torch.float64:
+            raise TypeError(
+                f"data {name!r} is float64; add it as float32 (e.g. .float()): block scores are float32, and "
+                "torch.ao ranks float64 data in float64, so float32 scores could choose other blocks"
+            )
+
     def _level(self, name: str, sparsity_level: float) -> float:
         if sparsity_level > 1.0:
             if not self._warned_level_above_one:

@@ -189,6 +189,9 @@ class _RampScheduler(BaseDataScheduler):
         self.total_t = _per_group(total_t, names, "total_t")
         self.initially_zero = _per_group(initially_zero, names, "initially_zero")
         for name in names:
+            for what, values in (("init_sl", self.init_sl), ("init_t", self.init_t), ("delta_t", self.delta_t),
+                                 ("total_t", self.total_t)):
+                _check_finite(values[name], what, name)
             if not self.init_sl[name] >= 0:
                 raise ValueError(f"init_sl must be >= 0; got {self.init_sl[name]!r} for {name!r}")
             if self.delta_t[name] <= 0 or self.total_t[name] <= 0:
@@ -219,6 +222,14 @@ class _RampScheduler(BaseDataScheduler):
                              self.total_t[name], self.initially_zero[name])
             for name, base in self.base_param.items()
         }
+
+
+def _check_finite(value: Any, what: str, name: str) -> None:
+    """A ramp argument must be a finite real number (NaN or inf would make every level NaN or 0)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{what} must be a real number; got {value!r} for {name!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite; got {value!r} for {name!r}")
 
 
 def _clamp(x: float, lo: float, hi: float) -> float:

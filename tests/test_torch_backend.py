@@ -119,11 +119,12 @@ def test_reference_parity_at_benchmark_size():
         assert torch.equal(kernels.block_mask(x, 0.5, (1, 4), zpb), ref.get_mask("w").bool())
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("norm", ["L1", "L2"])
 @pytest.mark.parametrize("zpb", [None, 2])
-def test_low_and_high_precision_inputs(dtype, norm, zpb):
-    """Integer-valued data is exact in every dtype, so the brute force is exact too."""
+def test_low_precision_inputs(dtype, norm, zpb):
+    """Integer-valued data is exact in every dtype, so the brute force is exact too. (float64
+    is refused: tests/test_edge_inputs.py.)"""
     x = torch.randint(-8, 9, (10, 22), generator=torch.Generator().manual_seed(3)).to(dtype)
     for level in (0.3, 0.5, 0.8):
         assert torch.equal(kernels.block_mask(x, level, (1, 4), zpb, norm), naive.block_mask(x, level, (1, 4), zpb, norm))

@@ -62,9 +62,16 @@ def test_masks_and_norms_equal_torch_backend(device, shape, bs, zpb, kind, poiso
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("bs, zpb", [((1, 4), 2), ((2, 3), None), ((3, 6), 7)])
 def test_precisions(device, dtype, bs, zpb):
+    """Half-precision data: float32 scores to the bit, masks exactly (float64 is refused, see
+    tests/test_edge_inputs.py).
+
+    Masks, not masked bf16 outputs, are what is compared exactly: Triton's interpreter drops
+    the sign of a bf16 ``-0.0`` in ``x * 0`` (a negative element times a False mask comes out
+    ``+0.0``; not a bug of ours, and compiled kernels keep the sign), so on CPU a bit-exact
+    comparison of sparsified bf16 tensors would fail on the sign of zeros alone."""
     x = data((10, 24), seed=5, dtype=dtype, device=device)
     for norm in ("L1", "L2"):
         assert bit_equal(kernels.block_norm(x, bs, norm, backend="triton"), kernels.block_norm(x, bs, norm, backend="torch"))

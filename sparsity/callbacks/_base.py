@@ -65,6 +65,24 @@ def check_args(cls: type, args: object, what: str, reserved: tuple[str, ...]) ->
     return args
 
 
+def check_flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be True or False; got {value!r}")
+    return value
+
+
+def check_device(device: object, what: str) -> torch.device | None:
+    """None, or something ``torch.device`` takes (checked now, not when the copy is made)."""
+    if device is None:
+        return None
+    if not isinstance(device, str | int | torch.device) or isinstance(device, bool):
+        raise TypeError(f"{what} must be a torch.device, a device string such as 'cpu', or None; got {device!r}")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"{what} must name a device such as 'cpu' or 'cuda:0'; got {device!r} ({err})") from None
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -94,9 +112,9 @@ class DataSparsityCallback(pl.Callback):
         )
         self.data_sparsifier_class(**self.data_sparsifier_args)  # bad values fail now, not after training
         self._keep = _model.check_param_filter(param_filter)
-        self.sparsified_device = torch.device(sparsified_device) if sparsified_device is not None else None
-        self.verify_ranks = verify_ranks
-        self.print_table = print_table
+        self.sparsified_device = check_device(sparsified_device, "sparsified_device")
+        self.verify_ranks = check_flag(verify_ranks, "verify_ranks")
+        self.print_table = check_flag(print_table, "print_table")
         self.data_sparsifier: BaseDataSparsifier | None = None
         self.sparsified: nn.Module | None = None
         self.history: list[dict[str, float]] = []  # metrics of every mask update

@@ -3,6 +3,9 @@ supported checkpoint (plain state dict, Lightning checkpoint, sparse checkpoint)
 
 from __future__ import annotations
 
+import io
+import numbers
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +23,54 @@ from sparsity.checkpoint._format import (
     make_payload,
 )
 
-__all__ = ["load_sparse", "load_sparse_checkpoint", "read_checkpoint", "save_sparse"]
+__all__ = ["default_max_bytes", "load_sparse", "load_sparse_checkpoint", "read_checkpoint", "save_sparse"]
+
+# Decoding limit: a genuine sparse checkpoint decodes to a few times its size (1 / density
+# for the values; 128x for an all-zero fp32 tensor in (1, 4) blocks), but a crafted entry of
+# a few bytes can declare any dense size. So by default decoding may allocate 256 times the
+# file's size, and at least 1 GiB; pass max_bytes= to allow more for a file you trust.
+MAX_BYTES_FLOOR = 1 << 30
+MAX_EXPANSION = 256
+
+
+def default_max_bytes(path: PathLike) -> int:
+    """The default decoding limit for the file at ``path``: max(1 GiB, 256 x its size)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0
+    return max(MAX_BYTES_FLOOR, MAX_EXPANSION * size)
+
+
+def _check_max_bytes(max_bytes: object, path: PathLike) -> int:
+    if max_bytes is None:
+        return default_max_bytes(path)
+    if not isinstance(max_bytes, numbers.Integral) or isinstance(max_bytes, bool):
+        raise TypeError(f"max_bytes must be an int (bytes) or None for the default; got {max_bytes!r}")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0; got {max_bytes}")
+    return int(max_bytes)
+
+
+def _check_loadable(state_dict: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
+    """Refuse at save time what ``load_sparse`` would refuse: values (in ``extra``, or
+    non-tensor state-dict entries) that ``torch.load(weights_only=True)`` does not build."""
+    objects = {name: value for name, value in state_dict.items() if not isinstance(value, torch.Tensor)}
+    for where, group in (("extra", extra), ("state_dict", objects)):
+        for key, value in group.items():
+            if isinstance(value, torch.Tensor | str | int | float | bool | type(None)):
+                continue
+            buffer = io.BytesIO()
+            try:
+                torch.save(value, buffer)
+                buffer.seek(0)
+                torch.load(buffer, weights_only=True)
+            except Exception:  # any refusal by the safe loader (its message advises unsafe loading)
+                raise TypeError(
+                    f"{where}[{key!r}] cannot be saved: load_sparse reads files with torch.load(weights_only=True), "
+                    f"which would refuse it (it holds a {type(value).__name__} or an object inside it that is not a "
+                    "tensor, number, string, list or dict); convert it to those first"
+                ) from None
 
 
 def save_sparse(
@@ -49,6 +99,7 @@ def save_sparse(
     block = check_block_shape(block_shape)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be True or False; got {progress!r}")
+    _check_loadable(state_dict, extra or {})
 
     def wrap(items):
         return tqdm(items, total=len(state_dict), desc="encode", unit="tensor", disable=not progress, leave=False)
@@ -59,22 +110,27 @@ def save_sparse(
     return records
 
 
-def load_sparse_checkpoint(path: PathLike) -> dict[str, Any]:
+def load_sparse_checkpoint(path: PathLike, *, max_bytes: int | None = None) -> dict[str, Any]:
     """A sparse checkpoint as a Lightning-shaped dict: ``{"state_dict": ..., **extra}``.
 
     Tensors come back dense, bit for bit as saved (dtype, shape, ``-0.0`` and NaN
     included), contiguous, on the CPU; tied tensors come back as one tensor. The file is
     loaded with ``torch.load(weights_only=True)``; a file of another kind, a newer version or
-    a corrupt one raises ``CheckpointError`` (a ``ValueError``).
+    a corrupt one raises ``CheckpointError`` (a ``ValueError``), naming the tensor: every
+    entry's SHA-256 is verified (format version 2; version 1 files load with an
+    ``UncheckedCheckpointWarning``), and every declared size is checked against the bytes
+    stored before anything is allocated. Decoding allocates at most ``max_bytes`` (default
+    ``default_max_bytes(path)``: max(1 GiB, 256 x the file's size)); more is refused.
     """
-    state_dict, extra = decode_payload(load_untrusted(path), str(path))
+    max_bytes = _check_max_bytes(max_bytes, path)
+    state_dict, extra = decode_payload(load_untrusted(path), str(path), max_bytes)
     return {"state_dict": state_dict, **extra}
 
 
-def load_sparse(path: PathLike) -> dict[str, Any]:
+def load_sparse(path: PathLike, *, max_bytes: int | None = None) -> dict[str, Any]:
     """The dense state dict saved by ``save_sparse`` (see ``load_sparse_checkpoint``), ready for
     ``model.load_state_dict``."""
-    return load_sparse_checkpoint(path)["state_dict"]
+    return load_sparse_checkpoint(path, max_bytes=max_bytes)["state_dict"]
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -85,7 +141,9 @@ def _is_state_dict(obj: Any) -> bool:
     return any(tensors) and all(t or k.endswith("_extra_state") for k, t in zip(obj, tensors, strict=True))
 
 
-def read_checkpoint(path: PathLike, *, key: str | None = None) -> tuple[dict[str, Any], dict[str, Any], str]:
+def read_checkpoint(
+    path: PathLike, *, key: str | None = None, max_bytes: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any], str]:
     """Load any supported checkpoint safely: ``(state_dict, extra, kind)``.
 
     ``kind`` is ``"sparse"`` (this package's format), ``"lightning"`` (a dict with a
@@ -93,12 +151,13 @@ def read_checkpoint(path: PathLike, *, key: str | None = None) -> tuple[dict[str
     (a plain ``{name: tensor}`` dict). ``key`` names the entry holding the state dict in
     other dicts (e.g. ``"model"``). Anything else raises ``CheckpointError``. The file is
     memory-mapped: tensors of a plain or Lightning checkpoint are read from disk as they are
-    used (copy them before changing the file in place).
+    used (copy them before changing the file in place). ``max_bytes`` as ``load_sparse_checkpoint``.
     """
     source = str(path)
+    max_bytes = _check_max_bytes(max_bytes, path)
     obj = load_untrusted(path, mmap=True)
     if is_sparse_payload(obj):
-        state_dict, extra = decode_payload(obj, source)
+        state_dict, extra = decode_payload(obj, source, max_bytes)
         return state_dict, extra, "sparse"
     if not isinstance(obj, dict):
         raise CheckpointError(f"{source}: expected a checkpoint dict; the file holds a {type(obj).__name__}")

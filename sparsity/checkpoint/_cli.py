@@ -7,9 +7,13 @@ the compact sparse format; report each tensor's sparsity and the bytes saved on 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from sparsity.checkpoint._api import read_checkpoint, save_sparse
 from sparsity.checkpoint._files import same_file
@@ -27,6 +31,8 @@ def _block(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"--block must be two ints as ROWS,COLS (e.g. 1,4); got {text!r}") from None
     if bh < 1 or bw < 1:
         raise argparse.ArgumentTypeError(f"--block must be positive; got {text!r}")
+    if max(bh, bw) >= 2**62:  # beyond any tensor (blocks are cut to the tensor), and int64 arithmetic
+        raise argparse.ArgumentTypeError(f"--block must be below 2**62; got {text!r}")
     return bh, bw
 
 
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.input}: no such file")
     if same_file(args.input, args.output):
         raise CheckpointError(f"refusing to write {args.output}: it is the input file")
+    if args.output.is_dir():
+        raise CheckpointError(f"{args.output} is a directory; name the file to write")
     if args.output.exists() and not args.force:
         raise CheckpointError(f"{args.output} exists; pass --force to replace it")
     progress = not args.no_progress and sys.stderr.isatty()
@@ -110,11 +118,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that cleanup (the temporary file) runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _os_error(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m sparsity.checkpoint``; returns the exit status."""
+    """Entry point of ``python -m sparsity.checkpoint``; returns the exit status.
+
+    Errors print one ``error:`` line (no traceback) and return 1; SIGINT and SIGTERM stop the
+    run, remove the temporary output and return 130 / 143. No partial output is left."""
     args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         return run(args)
     except (CheckpointError, ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # read-only directory, full disk, ...
+        print(f"error: {_os_error(err)}", file=sys.stderr)
+        return 1
+    except (MemoryError, torch.OutOfMemoryError) as err:
+        print(f"error: out of memory ({str(err).splitlines()[0] if str(err) else 'MemoryError'})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; no output written", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("error: terminated (SIGTERM); no output written", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread() and os.name == "posix"

@@ -1,7 +1,8 @@
 """Post-training sparsification of a state dict, tensor by tensor, with ``kernels.sparsify``.
 
 Which tensors are pruned (the eligibility rule): floating-point tensors (float16, bfloat16,
-float32, float64) with at least ``min_ndim`` dimensions (default 2: weight matrices,
+float32; float64 is kept as it is, since the kernels score in float32 and refuse it) with
+at least ``min_ndim`` dimensions (default 2: weight matrices,
 embedding tables, conv kernels, but not biases or norm scales) and at least ``min_numel``
 elements (default 1024), whose name matches one of the ``include`` glob patterns (default
 all) and none of the ``exclude`` patterns. Everything else is kept as it is. Each tensor is
@@ -62,6 +63,8 @@ def _zeros(t: torch.Tensor) -> float:
 def _why_not(name: str, t: Any, min_ndim: int, min_numel: int, include: tuple[str, ...], exclude: tuple[str, ...]) -> str | None:
     if not isinstance(t, torch.Tensor):
         return "not a tensor"
+    if t.dtype == torch.float64:
+        return "dtype float64 (scores are float32: cast to float32 to prune it)"
     if t.dtype not in FLOAT_DTYPES:
         return f"dtype {str(t.dtype).removeprefix('torch.')}"
     if t.dim() < min_ndim:
