@@ -131,6 +131,12 @@ class DataSparsityCallback(pl.Callback):
         device; DTensors under FSDP2), read-only; empty before the first mask update."""
         return MappingProxyType(self._masks)
 
+    @property
+    def layers(self) -> tuple[_report.LayerSparsity, ...]:
+        """The rows of the per-layer table of the latest masks (name, shape, the level they
+        were made with, zeros, numel, sparsity); empty before the first mask update."""
+        return tuple(self._layers)
+
     # ---------------------------------------------------------------- identity
     @property
     def state_key(self) -> str:
