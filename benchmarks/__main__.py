@@ -5,11 +5,23 @@ Examples:
     python -m benchmarks                              # full size, this machine's device
     python -m benchmarks --quick --json b.json --plot b.png   # seconds on a CPU (CI)
     python -m benchmarks -k block_mask -k 4096 --no-memory    # a subset, time only
+
+Subcommands (``python -m benchmarks NAME --help`` for each one's options):
+    vs-reference       the harness on its two 4096x4096 fp32 L1 block_mask cases, torch.ao's
+                       reference against ours-torch, on the CPU (harness options follow)
+    sparsifier-step    DataNormSparsifier.step() on a model-sized set of tensors: its overhead
+                       over direct kernels.block_mask calls, and torch.ao's step() beside it
+    callback-overhead  the Lightning callbacks' share of an epoch on the demo model
+    sharded            block_mask on a DTensor sharded over CPU processes, against one process
+    semi-structured    dense against 2:4 semi-structured matmuls at chosen shapes (a GPU verdict)
+    accuracy           the accuracy study: accuracy against sparsity, against ModelPruning
+Each is also ``python -m benchmarks.<module>`` (``vs-reference`` excepted: it is a harness preset).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 
@@ -18,6 +30,17 @@ import torch
 from benchmarks import harness, plot, report
 from benchmarks.cases import default_cases
 from benchmarks.contenders import CONTENDERS
+
+# Subcommand -> the module whose main(argv) runs it.
+SUBCOMMANDS = {
+    "sparsifier-step": "benchmarks.sparsifier_step",
+    "callback-overhead": "benchmarks.callback_overhead",
+    "sharded": "benchmarks.sharded",
+    "semi-structured": "benchmarks.semi_structured",
+    "accuracy": "benchmarks.accuracy.__main__",
+}
+# ``vs-reference``: the harness with these arguments first (what benchmarks/vs_reference.py measured).
+VS_REFERENCE = ["--device", "cpu", "-k", "block_mask 4096x4096 fp32 L1 zpb", "--contenders", "reference", "ours-torch"]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +76,16 @@ def _interrupt_on_sigterm() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        result = importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        return result if isinstance(result, int) else 0
+    if argv and argv[0] == "vs-reference":
+        argv = VS_REFERENCE + argv[1:]
+    return _harness(parse(argv))
+
+
+def _harness(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")

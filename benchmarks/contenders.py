@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 import kernels
-from benchmarks import naive
+from benchmarks import eager_contender
 from benchmarks.cases import Case
 
 Runner = Callable[[], object]
@@ -77,9 +77,9 @@ def _naive(compile_it: bool) -> Callable[[Case, torch.Tensor], Runner]:
         bw, k = case.block_shape[1], round(case.sparsity_level * case.n_blocks)
         if compile_it:
             _allow_many_graphs()
-            fn = naive.compiled(case.op)
+            fn = eager_contender.compiled(case.op)
         else:
-            fn = naive.OPS[case.op]
+            fn = eager_contender.OPS[case.op]
         if case.op == "block_norm":
             return lambda: fn(x, bw, case.norm)
         return lambda: fn(x, k, bw, case.zeros_per_block, case.norm)

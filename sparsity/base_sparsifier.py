@@ -144,10 +144,23 @@ class BaseDataSparsifier(abc.ABC):
         the old mask, which then requires the same shape. ``config`` may carry an
         initial ``mask`` (the data's shape; bool, or numbers where nonzero keeps).
         """
-        return self._add_data(name, data, reuse_mask, True, config)
+        self._store(name, data, reuse_mask, config)
+        return self.get_data(name, return_original=False)
 
-    def _add_data(self, name: str, data: Any, reuse_mask: bool, return_masked: bool, config: dict[str, Any]):
-        """``add_data``; without ``return_masked`` it skips computing the masked copy."""
+    def attach(self, name: str, data: Any, *, mask: torch.Tensor | None = None, reuse_mask: bool = True) -> None:
+        """Point ``name`` at ``data`` (no copy), as ``add_data`` does, but return nothing:
+        no masked copy is computed. What the Lightning callbacks call to follow the live
+        weights at every mask update, and to hand the sparsifier a model's copy at the end.
+
+        The config of ``name`` is kept (or the defaults for a new name). The mask is
+        ``mask`` when given (the data's shape; bool, or numbers where nonzero keeps), else
+        with ``reuse_mask`` the current one (then ``data`` needs the old data's shape), else
+        all kept. Bad input raises and changes nothing.
+        """
+        self._store(name, data, reuse_mask, {} if mask is None else {"mask": mask})
+
+    def _store(self, name: str, data: Any, reuse_mask: bool, config: dict[str, Any]) -> None:
+        """``add_data`` without computing the masked copy."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"name must be a non-empty str; got {name!r}")
         weight = _weight(data)
@@ -172,7 +185,6 @@ class BaseDataSparsifier(abc.ABC):
         self._squashed.discard(name)
         self.state[name]["mask"] = mask
         self.data_groups[name] = local
-        return self.get_data(name, return_original=False) if return_masked else None
 
     def _check_data(self, name: str, weight: torch.Tensor) -> None:
         """Data must be a dense floating-point tensor with data, of at least one dim: what

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -12,17 +10,12 @@ import torch
 
 import kernels
 from kernels.api import check_block_shape, check_norm, check_zeros_per_block
+from sparsity._level import sparsifier_level
 from sparsity.base_sparsifier import BaseDataSparsifier
 
 __all__ = ["DataNormSparsifier"]
 
 CONFIG_KEYS = ("sparsity_level", "sparse_block_shape", "zeros_per_block")
-
-
-def _check_level(value: object, where: str) -> float:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"sparsity_level in {where} must be a finite number >= 0; got {value!r}")
-    return float(value)
 
 
 class DataNormSparsifier(BaseDataSparsifier):
@@ -35,7 +28,8 @@ class DataNormSparsifier(BaseDataSparsifier):
     data. 1-D data is one row; N-D data (conv weights) is ``(shape[0], rest)``.
 
     A scheduled ``sparsity_level`` above 1 (``StepSLScheduler`` with ``gamma=2`` gets
-    there) prunes every block, as in torch.ao, with one warning.
+    there) prunes every block, as in torch.ao, with one warning; a level is checked when
+    stored and when masks are made from it (``sparsity._level`` states the rule).
 
     Sharded data (``DTensor``: FSDP2 parameters) gets the masks of the whole tensors, as
     DTensors sharded like the data, computed shard by shard (see ``kernels.block_mask``);
@@ -74,7 +68,7 @@ class DataNormSparsifier(BaseDataSparsifier):
         if unknown:
             raise ValueError(f"unknown keys {unknown} in {where}; a DataNormSparsifier config has {list(CONFIG_KEYS)}")
         if "sparsity_level" in config:
-            _check_level(config["sparsity_level"], where)
+            sparsifier_level(config["sparsity_level"], where)
         if "sparse_block_shape" in config:
             try:
                 config["sparse_block_shape"] = check_block_shape(config["sparse_block_shape"])
@@ -95,18 +89,18 @@ class DataNormSparsifier(BaseDataSparsifier):
                 "torch.ao ranks float64 data in float64, so float32 scores could choose other blocks"
             )
 
-    def _level(self, name: str, sparsity_level: float) -> float:
-        if sparsity_level > 1.0:
-            if not self._warned_level_above_one:
-                warnings.warn(
-                    f"sparsity_level {sparsity_level} of {name!r} is above 1; it prunes every block, as 1 does "
-                    "(warned once per sparsifier)",
-                    UserWarning,
-                    stacklevel=4,
-                )
-                self._warned_level_above_one = True
-            return 1.0
-        return sparsity_level
+    def _level(self, name: str, sparsity_level: object) -> float:
+        """The level masks of ``name`` are made with (a scheduler may have set any value)."""
+        level, saturated = sparsifier_level(sparsity_level, f"config of {name!r}")
+        if saturated and not self._warned_level_above_one:
+            warnings.warn(
+                f"sparsity_level {sparsity_level} of {name!r} is above 1; it prunes every block, as 1 does "
+                "(warned once per sparsifier)",
+                UserWarning,
+                stacklevel=4,
+            )
+            self._warned_level_above_one = True
+        return level
 
     def _new_mask(self, name: str, data: torch.Tensor, config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The new mask of ``name`` and its non-finite flag, without a host sync."""

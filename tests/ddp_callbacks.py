@@ -58,7 +58,7 @@ def main(out_dir: str) -> None:
     trainer.fit(module, loader())
     torch.save({
         "weights": {n: p.detach() for n, p in module.model.named_parameters()},
-        "ta_masks": ta._masks, "pt_masks": pt._masks,
+        "ta_masks": dict(ta.masks), "pt_masks": dict(pt.masks),
         "pt_copy": {n: p.detach() for n, p in pt.sparsified.named_parameters()},
         "logged": [c for c in logger.calls if any("sparsity" in k for k in c)],
         "agreement": probe.result,

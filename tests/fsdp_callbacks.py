@@ -37,10 +37,10 @@ class Recorder(pl.Callback):
         self.ta, self.masks, self.at_start = ta, [], None
 
     def on_train_start(self, trainer, pl_module):
-        self.at_start = {n: m.full_tensor() for n, m in self.ta._masks.items()}
+        self.at_start = {n: m.full_tensor() for n, m in self.ta.masks.items()}
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.masks.append({n: m.full_tensor() for n, m in self.ta._masks.items()})
+        self.masks.append({n: m.full_tensor() for n, m in self.ta.masks.items()})
 
 
 def callbacks(checkpoint_dir: str | None):
@@ -84,7 +84,7 @@ def main(out_dir: str) -> None:
     result = {
         "weights": weights,
         "ta_masks": recorder.masks,
-        "pt_masks": {n: m.full_tensor() for n, m in pt._masks.items()},
+        "pt_masks": {n: m.full_tensor() for n, m in pt.masks.items()},
         "pt_expected": {n: kernels.block_mask(w, 0.5, (2, 4), 3) for n, w in weights.items()},
         "pt_copy": {n: p.detach().full_tensor() for n, p in copy.items()},
         "copy_sharded": all(isinstance(p, DTensor) and p.placements == module.model.get_parameter(n).placements

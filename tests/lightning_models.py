@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import lightning.pytorch as pl
 import torch
 from torch import nn
@@ -90,3 +95,48 @@ class TinyData(pl.LightningDataModule):
 def mlp_only(name: str, param: torch.Tensor) -> bool:
     """A ``param_filter`` to name by import path in a config: the MLP's weight matrices."""
     return name.startswith("mlp.") and param.dim() >= 2
+
+
+# ---------------------------------------------------------------- warning filters
+# The Lightning test modules' filters (``pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)``):
+# the notices Lightning and jsonargparse give about these tiny runs are ignored one by one, by
+# message, and this package's own warnings fail the test (a test that expects one says so with
+# ``pytest.warns`` or ``@ramp_ends_late``). Later entries win over earlier ones.
+LIGHTNING_NOTICES = (
+    "ignore:The number of training batches .* is smaller than the logging interval:UserWarning",
+    "ignore:You defined a `validation_step` but have no `val_dataloader`:UserWarning",
+    "ignore:.*does not have many workers:UserWarning",
+    r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated",
+    "ignore:No seed found, seed set to 0",
+    "ignore:Checkpoint directory .* exists and is not empty:UserWarning",
+    "ignore:Be aware that when using `ckpt_path`, callbacks used to create the checkpoint:UserWarning",
+    "ignore:You're resuming from a checkpoint that ended before the epoch ended:UserWarning",
+    r"ignore:You passed `Trainer\(accelerator='cpu', precision='16-mixed'\)`:UserWarning",
+    "ignore:LightningCLI's args parameter is intended to run from within Python:UserWarning",
+    r"ignore:\s*By default only one JsonargparseDeprecationWarning per type is shown",
+    r"ignore:\s*``ArgumentParser.add_instantiator`` was deprecated",
+    r"ignore:\s*``instantiate_classes`` was deprecated",
+    r"ignore:\s*skip_none parameter was deprecated",
+    r"ignore:\s*Unable to serialize instance",
+)
+OUR_WARNINGS = (
+    r"error:Detected call of `scheduler.step\(\)` before `data_sparsifier.step\(\)`:UserWarning",
+    r"error:Seems like `data_sparsifier.step\(\)` has been overridden:UserWarning",
+    "error:.*this fit makes .* mask updates and the last uses:UserWarning",
+    "error:sparsity_level .* is above 1:UserWarning",
+)
+WARNING_FILTERS = LIGHTNING_NOTICES + OUR_WARNINGS
+
+
+def ramp_ends_late(test: Callable[..., Any]) -> Callable[..., Any]:
+    """For a test whose ramp deliberately ends after its fit: the warning saying so is expected.
+    (A filter inside the test: a function's filterwarnings mark would lose to the module's.)"""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*this fit makes .* mask updates and the last uses",
+                                    category=UserWarning)
+            return test(*args, **kwargs)
+
+    return run

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import kernels
-from benchmarks import figures, harness, naive, report, targets
+from benchmarks import eager_contender, figures, harness, report, targets
 from benchmarks.bandwidth import CopyBandwidth, bytes_moved
 from benchmarks.cases import Case, default_cases
 from benchmarks.contenders import CONTENDERS, Contender
@@ -75,11 +75,11 @@ def test_naive_masks_equal_ours_on_tie_free_data(dtype, norm, zpb):
     for level in (0.0, 0.3, 0.5, 1.0):
         k = round(level * x.numel() / 4)
         expected = kernels.block_mask(x, level, (1, 4), zpb, norm, backend="torch")
-        assert torch.equal(naive.block_mask(x, k, 4, zpb, norm), expected)
+        assert torch.equal(eager_contender.block_mask(x, k, 4, zpb, norm), expected)
         y = x.clone()
-        out, mask = naive.sparsify(y, k, 4, zpb, norm)
+        out, mask = eager_contender.sparsify(y, k, 4, zpb, norm)
         assert out is y and torch.equal(mask, expected) and torch.equal(y, x * expected)
-    torch.testing.assert_close(naive.block_norm(x, 4, norm), kernels.block_norm(x, (1, 4), norm, backend="torch"))
+    torch.testing.assert_close(eager_contender.block_norm(x, 4, norm), kernels.block_norm(x, (1, 4), norm, backend="torch"))
 
 
 def test_contenders_say_why_they_cannot_run():
@@ -168,3 +168,27 @@ def test_harness_reports_a_failing_contender_and_goes_on(monkeypatch):
     assert first["ours-torch"].status == "ok" and first["reference"].status == "ok" and len(first["ours-torch"].samples) >= 2
     assert second["reference"].status == "n/a" and second["ours-torch"].status == "ok"
     assert not run.interrupted and len(run.copy) == 2
+
+
+# ---------------------------------------------------------------- the one entry point
+def test_vs_reference_is_the_harness_on_its_two_4096_cases():
+    from benchmarks import __main__ as cli
+
+    args = cli.parse(cli.VS_REFERENCE)
+    cases = [c.name for c in default_cases(args.device, args.quick, args.matrix) if any(f in c.name for f in args.filter)]
+    assert cases == ["block_mask 4096x4096 fp32 L1 zpb=4", "block_mask 4096x4096 fp32 L1 zpb=2"]
+    assert args.device == "cpu" and args.contenders == ["reference", "ours-torch"]
+
+
+def test_subcommands_run_their_module_and_help_lists_them():
+    from benchmarks import __main__ as cli
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in (*cli.SUBCOMMANDS, "vs-reference"):
+        assert f"\n    {name} " in done.stdout, name
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "sparsifier-step", "--scale", "0.002", "--repeats", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "step() overhead over direct kernel calls" in done.stdout and "speedup over torch.ao" in done.stdout

@@ -23,9 +23,9 @@ from sparsity import (
     TrainingAwareDataSparsity,
 )
 from sparsity.callbacks import _model
-from tests.lightning_models import TinyModule, loader, trainer
+from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
 
 SPARSIFIER_ARGS = {"sparsity_level": 0.5, "sparse_block_shape": (1, 4), "zeros_per_block": 4}
 
@@ -41,7 +41,7 @@ class Recorder(pl.Callback):
         self.ta, self.masks = ta, []
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.masks.append({n: m.clone() for n, m in self.ta._masks.items()})
+        self.masks.append({n: m.clone() for n, m in self.ta.masks.items()})
 
 
 class CaptureLogger(Logger):
@@ -149,6 +149,7 @@ def test_copy_is_made_directly_on_the_target_device():
 
 
 # ------------------------------------------------------------------ resume
+@ramp_ends_late
 @pytest.mark.parametrize("save_on_train_epoch_end", [True, False])
 def test_resumed_run_gives_the_same_masks(tmp_path, save_on_train_epoch_end):
     def callbacks():
@@ -193,6 +194,7 @@ def test_metrics_go_to_the_loggers_and_the_table_is_printed(capsys):
 
 
 # ------------------------------------------------------------------ in-place mode
+@ramp_ends_late
 @pytest.mark.parametrize("interval", ["epoch", "step"])
 def test_inplace_mode_keeps_the_live_model_sparse(interval):
     ta = TrainingAwareDataSparsity(
@@ -209,15 +211,15 @@ def test_inplace_mode_keeps_the_live_model_sparse(interval):
 
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
             for name, p in pl_module.model.named_parameters():
-                if name in ta._masks and p.grad is not None:
-                    assert (p.grad[~ta._masks[name]] == 0).all()
+                if name in ta.masks and p.grad is not None:
+                    assert (p.grad[~ta.masks[name]] == 0).all()
                     self.checked += 1
 
     check = CheckGradients()
     trainer(max_epochs=3, callbacks=[ta, check]).fit(module, loader())
     assert check.checked > 0
     live = weights(module.model)
-    for name, mask in ta._masks.items():
+    for name, mask in ta.masks.items():
         assert (live[name][~mask] == 0).all(), name
     assert ta.updates_done >= 2
     levels = [h["training_aware_sparsity/overall"] for h in ta.history]
@@ -248,6 +250,46 @@ def test_bad_arguments_fail_at_construction():
         PostTrainingDataSparsity(DataNormSparsifier, {}, param_filter=3)
 
 
+class CountingSparsifier(DataNormSparsifier):
+    """Counts the sparsifiers built (a class attribute: the callbacks build them themselves)."""
+
+    built = 0
+
+    def __init__(self, *args, **kwargs):
+        type(self).built += 1
+        super().__init__(*args, **kwargs)
+
+
+def test_one_sparsifier_per_fit():
+    """The sparsifier a callback builds when it is made (so bad values fail at once) serves its
+    first fit; each later fit builds one more; nothing is built to be thrown away."""
+    CountingSparsifier.built = 0
+    ta = TrainingAwareDataSparsity(CountingSparsifier, SPARSIFIER_ARGS, StepSLScheduler, {"gamma": 1.0})
+    pt = PostTrainingDataSparsity(CountingSparsifier, SPARSIFIER_ARGS)
+    assert CountingSparsifier.built == 2 and ta.data_sparsifier is None and pt.data_sparsifier is None
+    module = TinyModule()
+    trainer(max_epochs=2, callbacks=[ta, pt]).fit(module, loader())
+    assert CountingSparsifier.built == 2
+    first = ta.data_sparsifier, ta.data_scheduler, pt.data_sparsifier
+    assert ta.data_scheduler.data_sparsifier is first[0] and set(ta.masks) == set(pt.masks) == set(first[0].data_groups)
+    for name, p in module.model.named_parameters():
+        if name in ta.masks:
+            assert torch.equal(pt.masks[name], kernels.block_mask(p.detach(), 0.5, (1, 4), 4)), name
+    trainer(max_epochs=1, callbacks=[ta, pt]).fit(module, loader())
+    assert CountingSparsifier.built == 4
+    assert ta.data_sparsifier is not first[0] and ta.data_scheduler is not first[1] and pt.data_sparsifier is not first[2]
+
+
+def test_masks_and_layers_are_read_only_views():
+    pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, print_table=False)
+    assert dict(pt.masks) == {} and pt.layers == ()
+    trainer(max_epochs=1, callbacks=[pt]).fit(TinyModule(), loader())
+    assert set(pt.masks) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
+    assert [layer.name for layer in pt.layers] == list(pt.masks)
+    with pytest.raises(TypeError):
+        pt.masks["embed.weight"] = None  # type: ignore[index]
+
+
 def test_nothing_to_sparsify_and_bad_scheduler_values_fail_before_training():
     for cb in (
         PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS, param_filter="nothing.matches"),
@@ -273,7 +315,7 @@ def test_lazy_modules_are_refused_before_training_with_what_to_do():
     module(torch.zeros(1, dtype=torch.long))  # materialized: now it works
     pt = PostTrainingDataSparsity(DataNormSparsifier, SPARSIFIER_ARGS)
     trainer(max_epochs=1, callbacks=[pt]).fit(module, loader())
-    assert set(pt._masks) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
+    assert set(pt.masks) == {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
 
 
 def test_callback_copy_is_independent_of_later_training():

@@ -19,10 +19,10 @@ from sparsity.checkpoint import (
     save_sparse,
     write_lightning_checkpoint,
 )
-from tests.lightning_models import TinyModule, loader, trainer
+from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 from tests.test_lightning_loops import _fit_with_checkpoints, _inplace
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +38,7 @@ def _sparse_from_lightning(tmp_path: Path, *options: str) -> tuple[Path, Path]:
     return last, out
 
 
+@ramp_ends_late
 def test_lightning_cannot_read_the_sparse_file_but_the_loader_gives_a_normal_checkpoint(tmp_path):
     last, out = _sparse_from_lightning(tmp_path, "--keep-optimizer")
     with pytest.raises(KeyError, match="pytorch-lightning_version"):
@@ -68,7 +69,7 @@ def test_lightning_cannot_read_the_sparse_file_but_the_loader_gives_a_normal_che
     trainer(max_epochs=5, callbacks=[ta]).fit(resumed, loader(), ckpt_path=dense)
     assert resumed.training_steps == 8 and ta.updates_done == 4  # steps 34, 36, 38, 40: every 2 steps from step 32
     assert [round(h["training_aware_sparsity/level"], 6) for h in ta.history] == [0.0, 0.1, 0.2, 0.3]
-    for name, mask in ta._masks.items():
+    for name, mask in ta.masks.items():
         assert (resumed.model.get_parameter(name)[~mask] == 0).all(), name
 
 

@@ -19,9 +19,9 @@ from sparsity import (
     TrainingAwareDataSparsity,
 )
 from sparsity.callbacks import weight_matrices
-from tests.lightning_models import TinyData, TinyModule
+from tests.lightning_models import WARNING_FILTERS, TinyData, TinyModule, ramp_ends_late
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning", "ignore::FutureWarning")
+pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -47,6 +47,7 @@ def readme_command() -> list[str]:
     return words[3:]
 
 
+@ramp_ends_late
 def test_the_readme_config(tmp_path):
     (config,) = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
     (tmp_path / "sparsity.yaml").write_text(config)
@@ -58,11 +59,11 @@ def test_the_readme_config(tmp_path):
     assert pt.data_sparsifier_class is DataNormSparsifier and ta.data_scheduler_class is CubicSLScheduler
     assert pt.data_sparsifier_args == {"sparsity_level": 0.5, "sparse_block_shape": [1, 4], "zeros_per_block": 4}
     assert pt.sparsified_device == torch.device("cpu") and ta.inplace and ta._keep is weight_matrices
-    assert set(pt._masks) == set(ta._masks) == MATRICES and ta.epochs_done == 2
-    for name, mask in ta._masks.items():
+    assert set(pt.masks) == set(ta.masks) == MATRICES and ta.epochs_done == 2
+    for name, mask in ta.masks.items():
         assert (cli.model.model.get_parameter(name)[~mask] == 0).all(), name
     live = cli.model.model["mlp"][0].weight.detach()  # already 2:4 in place; post-training prunes it further
-    assert torch.equal(pt.sparsified["mlp"][0].weight.detach(), live * pt._masks["mlp.0.weight"])
+    assert torch.equal(pt.sparsified["mlp"][0].weight.detach(), live * pt.masks["mlp.0.weight"])
     assert (pt.sparsified["mlp"][0].weight == 0).float().mean() >= 0.5
 
     # the config LightningCLI saved (classes and the filter function by import path) runs again, to the same masks
@@ -72,7 +73,7 @@ def test_the_readme_config(tmp_path):
     again = _ours(LightningCLI(TinyModule, TinyData, args=["fit", "--config", str(run / "config.yaml")],
                                save_config_callback=None))
     for before, after in zip((pt, ta), again, strict=True):
-        assert all(torch.equal(m, after._masks[n]) for n, m in before._masks.items())
+        assert all(torch.equal(m, after.masks[n]) for n, m in before.masks.items())
 
 
 def test_the_readme_command_line():
@@ -80,7 +81,7 @@ def test_the_readme_command_line():
     (pt,) = _ours(cli)
     assert pt.data_sparsifier_class is DataNormSparsifier
     assert pt.data_sparsifier_args == {"sparsity_level": 0.5, "zeros_per_block": 4}
-    assert set(pt._masks) == MATRICES and pt.sparsified is not None
+    assert set(pt.masks) == MATRICES and pt.sparsified is not None
 
 
 def test_command_line_scheduler_and_filter_function_by_import_path():
@@ -92,7 +93,7 @@ def test_command_line_scheduler_and_filter_function_by_import_path():
                 "--trainer.callbacks.param_filter=tests.lightning_models.mlp_only"])
     (ta,) = _ours(cli)
     assert ta.data_scheduler_class is StepSLScheduler and ta.data_scheduler_args == {"gamma": 1.0}
-    assert set(ta._masks) == {"mlp.0.weight", "mlp.2.weight"}
+    assert set(ta.masks) == {"mlp.0.weight", "mlp.2.weight"}
 
 
 def test_classes_by_import_path_in_python_and_bad_paths():

@@ -23,9 +23,9 @@ from sparsity import (
     TrainingAwareDataSparsity,
 )
 from sparsity.callbacks import _report
-from tests.lightning_models import TinyModule, loader, trainer
+from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
 
 HALF_BLOCKS = {"sparsity_level": 0.5, "sparse_block_shape": (1, 4), "zeros_per_block": 4}
 TWO_FOUR = {"sparsity_level": 1.0, "sparse_block_shape": (1, 4), "zeros_per_block": 2}
@@ -59,14 +59,14 @@ def test_two_named_callbacks_sparsify_their_own_groups_log_apart_and_resume_thei
     trainer(max_epochs=4, callbacks=[*callbacks, checkpoint], logger=logger, enable_checkpointing=True,
             default_root_dir=tmp_path).fit(module, loader())
 
-    assert set(embeddings._masks) == {"embed.weight"} and set(linear._masks) == set(LINEARS)
+    assert set(embeddings.masks) == {"embed.weight"} and set(linear.masks) == set(LINEARS)
     w = module.model.embed.weight.detach()
     assert (w == 0).float().mean() == 0.5  # the cubic ramp's final level (total_t = max_epochs - 1), blocks of 4
     for name in LINEARS:  # 2:4 in every block of 4 along the rows
         blocks = (module.model.get_parameter(name).detach() == 0).reshape(-1, 4).sum(1)
         assert (blocks >= 2).all(), name
     for cb, prefix in ((embeddings, "training_aware_sparsity/embeddings"), (linear, "training_aware_sparsity/linear")):
-        names = {f"{prefix}/{key}" for key in (*cb._masks, "overall", "level", "mask_seconds")}
+        names = {f"{prefix}/{key}" for key in (*cb.masks, "overall", "level", "mask_seconds")}
         assert set().union(*cb.history) == names and len(cb.history) == 4
     assert embeddings.history[-1]["training_aware_sparsity/embeddings/level"] == 0.5
     assert linear.history[-1]["training_aware_sparsity/linear/level"] == 1.0
@@ -82,8 +82,8 @@ def test_two_named_callbacks_sparsify_their_own_groups_log_apart_and_resume_thei
     resumed_module = TinyModule(seed=123, momentum=0.9)
     trainer(max_epochs=4, callbacks=resumed).fit(resumed_module, loader(), ckpt_path=str(tmp_path / "epoch=1-step=16.ckpt"))
     for before, after in zip(callbacks, resumed, strict=True):
-        assert before._masks.keys() == after._masks.keys()
-        assert all(torch.equal(before._masks[n], after._masks[n]) for n in before._masks)
+        assert before.masks.keys() == after.masks.keys()
+        assert all(torch.equal(before.masks[n], after.masks[n]) for n in before.masks)
         assert after.updates_done == 4
     assert all(torch.equal(p, resumed_module.get_parameter(n)) for n, p in module.named_parameters())
 
@@ -125,6 +125,7 @@ def test_two_post_training_callbacks_need_distinct_names():
     assert quarter.history[0]["post_training_sparsity/quarter/overall"] == 0.25
 
 
+@ramp_ends_late
 def test_overlapping_in_place_groups_are_refused_at_setup_naming_the_tensor():
     embeddings, _ = _groups()
     everything = TrainingAwareDataSparsity(DataNormSparsifier, TWO_FOUR, StepSLScheduler, {"gamma": 1.0},
@@ -137,7 +138,7 @@ def test_overlapping_in_place_groups_are_refused_at_setup_naming_the_tensor():
     embeddings, _ = _groups()
     pt = PostTrainingDataSparsity(DataNormSparsifier, HALF_BLOCKS, name="copy")
     trainer(max_epochs=1, callbacks=[embeddings, pt]).fit(TinyModule(), loader())
-    assert set(pt._masks) == {"embed.weight", *LINEARS}
+    assert set(pt.masks) == {"embed.weight", *LINEARS}
 
 
 # ------------------------------------------------------------------ item 4: logs
@@ -147,6 +148,7 @@ def _step_wise() -> TrainingAwareDataSparsity:
                                      schedule_interval="step", every_n_steps=5)
 
 
+@ramp_ends_late
 def test_every_step_interval_update_is_logged_at_its_step_with_the_scheduled_level(tmp_path):
     ta = _step_wise()
     logger = CSVLogger(tmp_path, name="csv")
@@ -161,6 +163,7 @@ def test_every_step_interval_update_is_logged_at_its_step_with_the_scheduled_lev
     assert [float(row["training_aware_sparsity/overall"]) for row in rows] == pytest.approx(expected)
 
 
+@ramp_ends_late
 def test_a_mid_epoch_resume_reports_the_restored_masks(tmp_path, capsys):
     ta = _step_wise()
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, every_n_train_steps=12)
@@ -175,11 +178,11 @@ def test_a_mid_epoch_resume_reports_the_restored_masks(tmp_path, capsys):
     logger = CSVLogger(tmp_path, name="resumed")
     trainer(max_steps=14, callbacks=[resumed], logger=logger).fit(module, loader(), ckpt_path=str(middle))
     assert resumed.updates_done == 2 and resumed.history == []  # no update between steps 12 and 14
-    restored = _report.metrics(resumed._layers, 0.0, "training_aware_sparsity")
+    restored = _report.metrics(resumed.layers, 0.0, "training_aware_sparsity")
     assert restored["training_aware_sparsity/overall"] == at_10["training_aware_sparsity/overall"] > 0.05
     assert restored["training_aware_sparsity/level"] == at_10["training_aware_sparsity/level"] == pytest.approx(0.1)
     assert {k for k in restored if k.count(".")} == {f"training_aware_sparsity/{n}" for n in ("embed.weight", *LINEARS)}
-    zeros = sum((p == 0).sum().item() for n, p in module.model.named_parameters() if n in resumed._masks)
+    zeros = sum((p == 0).sum().item() for n, p in module.model.named_parameters() if n in resumed.masks)
     assert restored["training_aware_sparsity/overall"] == zeros / 1056  # what the model holds
     table = capsys.readouterr().out
     assert "Training-aware sparsity after" in table and "mlp.0.weight" in table  # the fit-end table has rows
@@ -212,12 +215,12 @@ def test_the_documented_ramp_reaches_its_final_level_at_the_last_update(inplace)
         warnings.simplefilter("always")
         trainer(max_epochs=4, callbacks=[ta]).fit(module, loader())
     assert not [w for w in caught if "mask updates" in str(w.message)]
-    assert _masks_zero_fraction(ta._masks) == 0.5
+    assert _masks_zero_fraction(ta.masks) == 0.5
     assert ta.history[-1]["training_aware_sparsity/level"] == 0.5
     for name, w in ta.sparsified.named_parameters():
-        if name in ta._masks:
+        if name in ta.masks:
             live = module.model.get_parameter(name).detach()
-            assert torch.equal(ta._masks[name], kernels.block_mask(live, 0.5, (1, 4), 4)) or inplace, name
+            assert torch.equal(ta.masks[name], kernels.block_mask(live, 0.5, (1, 4), 4)) or inplace, name
             assert (w == 0).float().mean() == 0.5, name
 
 
@@ -225,7 +228,7 @@ def test_a_ramp_that_ends_too_late_warns_with_the_setting_to_use():
     ta = _cubic(total_t=4)  # total_t = max_epochs: the last update would use 0.4922, not 0.5
     with pytest.warns(UserWarning, match=r"4 mask updates .* t=3: 0\.4922 .* final 0\.5 .*total_t=3 with delta_t=1"):
         trainer(max_epochs=4, callbacks=[ta]).fit(TinyModule(), loader())
-    assert _masks_zero_fraction(ta._masks) < 0.5
+    assert _masks_zero_fraction(ta.masks) < 0.5
 
     step = TrainingAwareDataSparsity(DataNormSparsifier, HALF_BLOCKS, LinearSLScheduler,
                                      {"init_sl": 0.0, "init_t": 0, "total_t": 8}, inplace=True,
@@ -271,6 +274,6 @@ trainer:
 """)
     embeddings, linear = _ours(_cli(["--config", str(config)]))  # 2 epochs
     assert (embeddings.name, linear.name) == ("embeddings", "linear")
-    assert set(embeddings._masks) == {"embed.weight"} and set(linear._masks) == set(LINEARS)
+    assert set(embeddings.masks) == {"embed.weight"} and set(linear.masks) == set(LINEARS)
     assert embeddings.history[-1]["training_aware_sparsity/embeddings/overall"] == 0.5
     assert linear.history[-1]["training_aware_sparsity/linear/overall"] == 0.5

@@ -26,9 +26,9 @@ from sparsity import (
     TrainingAwareDataSparsity,
 )
 from sparsity.checkpoint import load_sparse
-from tests.lightning_models import TinyModule, loader, trainer
+from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
 
 ROOT = Path(__file__).resolve().parent.parent
 HALF_BLOCKS = {"sparsity_level": 0.5, "sparse_block_shape": (1, 4), "zeros_per_block": 4}
@@ -51,22 +51,23 @@ def _inplace(every_n_steps: int = 2, total_t: int = 8, level: float = 0.8) -> Tr
 
 
 def _assert_live_masked(module: pl.LightningModule, ta: TrainingAwareDataSparsity) -> None:
-    assert set(ta._masks) == set(MATRICES)
-    for name, mask in ta._masks.items():
+    assert set(ta.masks) == set(MATRICES)
+    for name, mask in ta.masks.items():
         assert (module.model.get_parameter(name)[~mask] == 0).all(), name
 
 
 def _assert_post_training_masks(module: pl.LightningModule, pt: PostTrainingDataSparsity) -> None:
-    assert set(pt._masks) == set(MATRICES)
+    assert set(pt.masks) == set(MATRICES)
     for name in MATRICES:
         w = module.model.get_parameter(name).detach()
-        assert torch.equal(pt._masks[name], kernels.block_mask(w, 0.5, (1, 4), 4)), name
-        assert torch.equal(pt.sparsified.get_parameter(name).detach(), w * pt._masks[name]), name
+        assert torch.equal(pt.masks[name], kernels.block_mask(w, 0.5, (1, 4), 4)), name
+        assert torch.equal(pt.sparsified.get_parameter(name).detach(), w * pt.masks[name]), name
 
 
 # ------------------------------------------------------------------ precision
 @pytest.mark.parametrize("precision, dtype", [("bf16-mixed", torch.float32), ("16-mixed", torch.float32),
                                               ("bf16-true", torch.bfloat16), ("16-true", torch.float16)])
+@ramp_ends_late
 def test_precision(precision, dtype):
     pt, ta = _post(), _inplace()
     module = TinyModule()
@@ -87,9 +88,10 @@ class StepRecorder(pl.Callback):
         self.ta, self.rows = ta, []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows.append((trainer.global_step, self.ta.updates_done, self.ta._layers[0].level if self.ta._layers else None))
+        self.rows.append((trainer.global_step, self.ta.updates_done, self.ta.layers[0].level if self.ta.layers else None))
 
 
+@ramp_ends_late
 def test_gradient_accumulation_moves_the_level_per_optimizer_step():
     ta = _inplace(every_n_steps=1)
     recorder = StepRecorder(ta)
@@ -105,6 +107,7 @@ def test_gradient_accumulation_moves_the_level_per_optimizer_step():
     _assert_live_masked(module, ta)
 
 
+@ramp_ends_late
 def test_max_steps_instead_of_max_epochs():
     pt, ta = _post(), _copying()
     module = TinyModule()
@@ -126,6 +129,7 @@ class WithTestStep(TinyModule):
         self.log("test_loss", torch.nn.functional.mse_loss(self(idx), y))
 
 
+@ramp_ends_late
 def test_validation_only_and_test_after_fit_do_not_sparsify_again():
     pt, ta = _post(), _copying()
     trainer(callbacks=[pt, ta]).validate(TinyModule(), loader(32))
@@ -145,9 +149,9 @@ def test_validation_only_and_test_after_fit_do_not_sparsify_again():
     t = trainer(max_epochs=2, callbacks=[inplace])
     module = WithTestStep()
     t.fit(module, loader())
-    masks, updates = dict(inplace._masks), inplace.updates_done
+    masks, updates = dict(inplace.masks), inplace.updates_done
     (result,) = t.test(module, loader(32))
-    assert inplace.updates_done == updates and all(inplace._masks[n] is m for n, m in masks.items())
+    assert inplace.updates_done == updates and all(inplace.masks[n] is m for n, m in masks.items())
     assert torch.isfinite(torch.tensor(result["test_loss"]))
     _assert_live_masked(module, inplace)
 
@@ -207,8 +211,8 @@ def test_resume_from_a_middle_epoch_gives_the_uninterrupted_masks(tmp_path, make
     resumed_module = TinyModule(seed=123, momentum=0.9)
     trainer(max_epochs=4, callbacks=resumed).fit(resumed_module, loader(), ckpt_path=str(middle))
     for before, after in zip(uninterrupted, resumed, strict=True):
-        assert before._masks.keys() == after._masks.keys() == set(MATRICES)
-        assert all(torch.equal(before._masks[n], after._masks[n]) for n in MATRICES)
+        assert before.masks.keys() == after.masks.keys() == set(MATRICES)
+        assert all(torch.equal(before.masks[n], after.masks[n]) for n in MATRICES)
         assert all(torch.equal(p, after.sparsified.get_parameter(n)) for n, p in before.sparsified.named_parameters())
     assert all(torch.equal(p, resumed_module.get_parameter(n)) for n, p in module.named_parameters())
 
@@ -232,4 +236,4 @@ def test_the_checkpoint_tool_sparsifies_a_real_lightning_checkpoint(tmp_path):
         expected = w * kernels.block_mask(w, 0.75, (1, 4))
         assert torch.equal(sparse[key], expected) and (sparse[key] == 0).float().mean() >= 0.75, key
         name = key.removeprefix("model.")
-        assert (sparse[key][~ta._masks[name]] == 0).all()  # the callback's zeros stay zero
+        assert (sparse[key][~ta.masks[name]] == 0).all()  # the callback's zeros stay zero

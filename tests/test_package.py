@@ -3,7 +3,11 @@ imported are this project's."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+
+import pytest
+import torch
 
 import kernels
 import sparsity
@@ -18,7 +22,17 @@ def test_imported_packages_are_this_projects():
 
 def test_public_kernel_api():
     assert set(kernels.__all__) >= {"block_norm", "block_mask", "apply_mask", "available_backends", "sparsify"}
-    assert "torch" in kernels.available_backends()
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+@pytest.mark.parametrize("interpret", ["0", "1"])
+def test_available_backends_list_what_runs_here(monkeypatch, cuda, interpret):
+    """``torch`` alone, unless Triton is installed and has a CUDA device or its interpreter."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setenv("TRITON_INTERPRET", interpret)
+    triton_here = importlib.util.find_spec("triton") is not None
+    expected = ["torch", "triton"] if triton_here and (cuda or interpret == "1") else ["torch"]
+    assert kernels.available_backends() == expected
 
 
 def test_triton_is_an_extra_not_a_runtime_dependency():

@@ -197,6 +197,51 @@ def test_level_above_one_prunes_everything_with_one_warning():
     assert not s.get_mask("a").any() and not s.get_mask("b").any()
 
 
+@pytest.mark.parametrize("level", [-0.5, float("nan"), float("inf"), "0.5", True, None])
+def test_a_bad_scheduled_level_fails_at_step_and_changes_no_mask(level):
+    """Schedulers write levels straight into the configs: the level rule is checked again
+    where masks are made (the same rule and message as when a config is stored)."""
+    s = DataNormSparsifier([("a", torch.randn(8, 8)), ("b", torch.randn(8, 8))], sparsity_level=0.5)
+    s.step()
+    masks = {name: s.get_mask(name).clone() for name in ("a", "b")}
+    s.data_groups["b"]["sparsity_level"] = level
+    with pytest.raises(ValueError, match=r"sparsity_level in config of 'b' must be a finite number >= 0"):
+        s.step()
+    assert all(torch.equal(s.get_mask(name), mask) for name, mask in masks.items())
+
+
+def test_sparsifier_level_rule():
+    from sparsity._level import sparsifier_level
+
+    assert sparsifier_level(0, "x") == (0.0, False) and sparsifier_level(0.25, "x") == (0.25, False)
+    assert sparsifier_level(1, "x") == (1.0, False) and sparsifier_level(2.0, "x") == (1.0, True)
+    for bad in (-1e-9, float("nan"), float("-inf"), "1", False, [0.5]):
+        with pytest.raises(ValueError, match=r"sparsity_level in defaults must be a finite number >= 0"):
+            sparsifier_level(bad, "defaults")
+
+
+def test_attach_points_at_the_data_without_a_masked_copy():
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    s = DataNormSparsifier(sparsity_level=0.5)
+    assert s.attach("w", x) is None and s.get_data("w") is x and s.get_mask("w").all()
+    assert s.data_groups["w"] == {"sparsity_level": 0.5, "sparse_block_shape": (1, 4), "zeros_per_block": None}
+    s.data_groups["w"]["sparsity_level"] = 0.25  # as a scheduler sets it: attach keeps the config
+    s.step()
+    kept = s.get_mask("w")
+    s.attach("w", y)  # reuse_mask: the same mask object
+    assert s.get_data("w") is y and s.get_mask("w") is kept and s.data_groups["w"]["sparsity_level"] == 0.25
+    given = torch.zeros(4, 8, dtype=torch.bool)
+    s.attach("w", x, mask=given)
+    assert s.get_data("w") is x and torch.equal(s.get_mask("w"), given)
+    s.attach("w", y, reuse_mask=False)
+    assert s.get_mask("w").all()
+    with pytest.raises(ValueError, match="reuse_mask"):
+        s.attach("w", torch.randn(2, 8))
+    with pytest.raises(ValueError, match="shape"):
+        s.attach("w", x, mask=torch.ones(2, 2, dtype=torch.bool))
+    assert s.get_data("w") is y and s.get_mask("w").all()  # refused calls changed nothing
+
+
 def test_step_checks_all_tensors_with_one_host_sync(monkeypatch):
     """With the kernels' CPU shortcuts off (reads that would stall a GPU), step() reads the
     device once, for all tensors."""
@@ -226,7 +271,11 @@ def test_no_torch_ao_import_at_run_time():
 
 # ------------------------------------------------------------------ bad input
 def test_unknown_names():
-    s = DataNormSparsifier([("a", torch.randn(4, 4))])
+    a = torch.randn(4, 4)
+    before = a.clone()
+    s = DataNormSparsifier([("a", a)], sparsity_level=0.5)
+    s.step()
+    mask = s.get_mask("a").clone()
     for call in (lambda: s.get_data("b"), lambda: s.get_mask("b"), lambda: s.squash_mask(names=["a", "b"])):
         with pytest.raises(UnknownDataError, match="'b'"):
             call()
@@ -234,7 +283,9 @@ def test_unknown_names():
         s.get_mask("b")
     with pytest.raises(ValueError):  # torch.ao raised ValueError; both work
         s.get_mask("b")
-    assert s.get_data("a", return_original=True) is not None  # squash of ["a", "b"] did nothing
+    # the refused squash of ["a", "b"] did nothing: "a" keeps its original values and its mask
+    assert s.get_data("a", return_original=True) is a and torch.equal(a, before)
+    assert torch.equal(s.get_mask("a"), mask) and not mask.all()
 
 
 @pytest.mark.parametrize("data, error", [([1.0], TypeError), (nn.Linear(2, 2), TypeError), (torch.arange(4), TypeError)])

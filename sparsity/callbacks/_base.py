@@ -7,6 +7,7 @@ import importlib
 import inspect
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import lightning.pytorch as pl
@@ -110,7 +111,8 @@ class DataSparsityCallback(pl.Callback):
         self.data_sparsifier_args = check_args(
             self.data_sparsifier_class, data_sparsifier_args, "data_sparsifier_args", ("data_list",)
         )
-        self.data_sparsifier_class(**self.data_sparsifier_args)  # bad values fail now, not after training
+        # Built now so that bad values fail before training; the first fit then uses it (one sparsifier per fit).
+        self._unused_sparsifier: BaseDataSparsifier | None = self.data_sparsifier_class(**self.data_sparsifier_args)
         self._keep = _model.check_param_filter(param_filter)
         self.sparsified_device = check_device(sparsified_device, "sparsified_device")
         self.verify_ranks = check_flag(verify_ranks, "verify_ranks")
@@ -122,6 +124,18 @@ class DataSparsityCallback(pl.Callback):
         self._masks: dict[str, torch.Tensor] = {}  # latest masks, on the model's device
         self._layers: list[_report.LayerSparsity] = []
         self._mask_seconds = 0.0
+
+    @property
+    def masks(self) -> Mapping[str, torch.Tensor]:
+        """The latest masks by parameter name (bool, the parameter's shape, on the model's
+        device; DTensors under FSDP2), read-only; empty before the first mask update."""
+        return MappingProxyType(self._masks)
+
+    @property
+    def layers(self) -> tuple[_report.LayerSparsity, ...]:
+        """The rows of the per-layer table of the latest masks (name, shape, the level they
+        were made with, zeros, numel, sparsity); empty before the first mask update."""
+        return tuple(self._layers)
 
     # ---------------------------------------------------------------- identity
     @property
@@ -186,14 +200,16 @@ class DataSparsityCallback(pl.Callback):
             self._refuse_overlaps(trainer, pl_module)
 
     def _new_sparsifier(self) -> BaseDataSparsifier:
-        return self.data_sparsifier_class(**self.data_sparsifier_args)
+        """The sparsifier of a fit: the one ``__init__`` built (checking the arguments) for
+        the first fit, a new one for each later fit."""
+        sparsifier, self._unused_sparsifier = self._unused_sparsifier, None
+        return sparsifier if sparsifier is not None else self.data_sparsifier_class(**self.data_sparsifier_args)
 
-    def _attach_live(self, params: dict[str, nn.Parameter]) -> None:
-        """Point the sparsifier at the live weights (no copy), keeping configs and masks."""
-        sparsifier = self.data_sparsifier
+    def _attach_live(self, params: dict[str, nn.Parameter], fresh: bool = False) -> None:
+        """Point the sparsifier at the live weights (no copy), keeping configs. Masks are
+        this callback's latest where it has one, else kept (``fresh``: all kept, made anew)."""
         for name, p in params.items():
-            config = {"mask": self._masks[name]} if name in self._masks else {}
-            sparsifier._add_data(name, p.detach(), True, False, config)
+            self.data_sparsifier.attach(name, p.detach(), mask=self._masks.get(name), reuse_mask=not fresh)
 
     # ---------------------------------------------------------------- masks
     def _update_masks(self, params: dict[str, nn.Parameter]) -> None:
@@ -226,7 +242,7 @@ class DataSparsityCallback(pl.Callback):
         copy_params = _model.named_parameters(copy)  # ties are kept: a tied weight is masked once, at both ends
         for name, mask in self._masks.items():
             target = copy_params[name]
-            self.data_sparsifier._add_data(name, target.detach(), True, False, {"mask": mask.to(target.device)})
+            self.data_sparsifier.attach(name, target.detach(), mask=mask.to(target.device))
         self.data_sparsifier.squash_mask()
         return copy.eval()
 

@@ -16,7 +16,8 @@ from sparsity.callbacks._base import DataSparsityCallback
 class PostTrainingDataSparsity(DataSparsityCallback):
     """Sparsifies a copy of the model after training; the model itself is not modified.
 
-    At the end of ``fit`` the callback builds ``data_sparsifier_class(**data_sparsifier_args)``,
+    At the end of ``fit`` the callback takes its ``data_sparsifier_class(**data_sparsifier_args)``
+    (built with the callback, so bad values fail before training; one per fit),
     computes masks from the trained weights on their device (Triton kernels on CUDA),
     and leaves the sparsified copy in ``.sparsified`` (on ``sparsified_device``, default:
     the model's). The sparsifier stays in ``.data_sparsifier``.

@@ -24,10 +24,12 @@ SHARDED_MASKS_PREFIX = "_blocksparse_masks/"  # keys of sharded masks in a distr
 class TrainingAwareDataSparsity(DataSparsityCallback):
     """Sparsifies a copy of the model at every training-epoch end, at the level a scheduler sets.
 
-    At train start the callback builds the sparsifier and ``data_scheduler_class(data_sparsifier,
-    **data_scheduler_args)``. At every train-epoch end it computes masks from the current
-    weights (on their device), steps the scheduler, and leaves a sparsified copy in
-    ``.sparsified``; the model itself is not modified.
+    At setup the callback builds the sparsifier (one per fit) over the model's tensors and
+    ``data_scheduler_class(data_sparsifier, **data_scheduler_args)``, so bad values fail
+    before training; train start points them at the tensors as the strategy placed them.
+    At every train-epoch end it computes masks from the current weights (on their device),
+    steps the scheduler, and leaves a sparsified copy in ``.sparsified``; the model itself
+    is not modified.
 
     Masks come first, then the scheduler steps (torch.ao's order): mask update ``k`` (0, 1,
     ...) uses the level after ``k`` scheduler steps, so the first uses the schedule's initial
@@ -112,6 +114,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.updates_done = 0  # mask updates done
         self._first_step = 0  # the trainer's global_step when this callback's schedule began
         self._restored: dict[str, Any] | None = None
+        self._built_at_setup = False  # setup built the sparsifier and scheduler this fit's train start uses
         self._params: dict[str, torch.nn.Parameter] = {}
         self._multipliers_of: dict[str, torch.Tensor] | None = None  # the masks _multiplier_cache was made from
         self._multiplier_cache: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
@@ -122,9 +125,9 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     # ---------------------------------------------------------------- lifecycle
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage == "fit":  # bad scheduler values fail before training: a dry run on the real tensors
+        if stage == "fit":  # bad scheduler values fail before training; train start then uses what was built
             self._build(self._parameters(pl_module))
-            self.data_sparsifier = self.data_scheduler = None
+            self._built_at_setup = True
 
     def _build(self, params: dict[str, torch.nn.Parameter]) -> None:
         self.data_sparsifier = self._new_sparsifier()
@@ -137,7 +140,12 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._params = self._parameters(pl_module)
-        self._build(self._params)
+        built, self._built_at_setup = self._built_at_setup, False
+        if built and set(self.data_sparsifier.data_groups) == set(self._params):
+            self._masks = {}  # the tensors as the strategy placed them (device, DTensor): masks all kept, anew
+            self._attach_live(self._params, fresh=True)
+        else:  # setup saw other parameters (or did not run for this fit)
+            self._build(self._params)
         if self._restored is not None:
             self._restore(self._restored, trainer)
             self._restored = None

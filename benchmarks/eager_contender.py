@@ -1,5 +1,7 @@
-"""The naive eager-torch version a user would write in a few lines, as a contender (and,
-compiled with ``torch.compile``, as a second one).
+"""The benchmark's eager-torch contender (``naive`` in the tables): the version a user would
+write in a few lines (and, compiled with ``torch.compile``, a second contender,
+``naive-compiled``). Not the test suite's brute-force reference of the semantics:
+this one is timed.
 
 Only ``(1, bw)`` blocks on 2-D data whose width is a multiple of ``bw``; that covers every
 benchmark case. It computes the same masks as ``kernels`` wherever the result is unique:
