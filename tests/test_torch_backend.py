@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
-from kernels import _torch
+from kernels._torch import _config as torch_config
+from kernels._torch import _policy
+from kernels._torch.select import kthvalue_threshold, select_threshold
 from tests import naive
 
 try:
@@ -75,8 +77,8 @@ def test_chunking_and_radix_selection_do_not_change_masks(config, chunk):
     whole_mask = kernels.block_mask(x, level, bs, zpb, norm, backend="torch")
     whole_norm = kernels.block_norm(x, bs, norm, backend="torch")
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(_torch, "CHUNK_ELEMENTS", chunk)
-        m.setattr(_torch, "KTHVALUE_MAX_BLOCKS", 0)
+        m.setattr(torch_config, "CHUNK_ELEMENTS", chunk)
+        m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 0)
         assert torch.equal(kernels.block_mask(x, level, bs, zpb, norm, backend="torch"), whole_mask)
         assert torch.equal(kernels.block_norm(x, bs, norm, backend="torch"), whole_norm)
 
@@ -88,7 +90,7 @@ def test_kthvalue_threshold_equals_the_radix_threshold(n, seed, distinct):
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(1, n, generator=g) if distinct is None else torch.randint(0, distinct, (1, n), generator=g) / 7
     k = int(torch.randint(1, n + 1, (), generator=g))
-    fast, radix = _torch.kthvalue_threshold(scores, k), _torch.select_threshold(scores, k)
+    fast, radix = kthvalue_threshold(scores, k), select_threshold(scores, k)
     assert [int(v) for v in fast] == [int(v) for v in radix]
     assert fast.bits.dtype == radix.bits.dtype == torch.int32
 
@@ -193,13 +195,13 @@ def test_inplace_on_non_contiguous_data(make):
 def test_no_host_sync_on_the_mask_path(monkeypatch):
     """block_mask_unchecked must not pull values to the host where that stalls a device: with
     the CPU shortcuts off (as on a GPU), every way of reading a value raises."""
-    monkeypatch.setattr(_torch, "host_reads_are_free", lambda device: False)
     x = torch.randn(64, 64)
     x[0, :8] = 0
     for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, lambda *a, _n=name, **k: pytest.fail(f"host sync via {_n}"))
-    with_shortcuts_off = kernels.block_mask_unchecked(x, 0.5, (1, 4), 2, backend="torch")[0]
-    kernels.block_mask_unchecked(x, 0.5, (2, 2), None, "L2", backend="torch")
+    with _policy.forced(_policy.SYNC_FREE):
+        with_shortcuts_off = kernels.block_mask_unchecked(x, 0.5, (1, 4), 2, backend="torch")[0]
+        kernels.block_mask_unchecked(x, 0.5, (2, 2), None, "L2", backend="torch")
     monkeypatch.undo()
     assert torch.equal(with_shortcuts_off, kernels.block_mask(x, 0.5, (1, 4), 2, backend="torch"))
 
@@ -216,16 +218,16 @@ def test_parameters_that_require_grad():
 @pytest.mark.parametrize("host_reads", [True, False])
 @pytest.mark.parametrize("norm", ["L1", "L2"])
 @pytest.mark.parametrize("zpb", [2, 4])
-def test_non_finite_flag_is_exact_when_block_sums_overflow(monkeypatch, host_reads, norm, zpb):
+def test_non_finite_flag_is_exact_when_block_sums_overflow(host_reads, norm, zpb):
     """Block sums settle the flag when they are finite; an overflowing sum of finite data
     must not flag it, and a NaN or inf must, with or without the CPU shortcut."""
-    monkeypatch.setattr(_torch, "host_reads_are_free", lambda device: host_reads)
     x = torch.full((4, 8), 3e38)  # finite, but the sums of |x| (and of x*x) overflow
     x[0, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    mask, flag = kernels.block_mask_unchecked(x, 0.5, (1, 4), zpb, norm, backend="torch")
-    assert not bool(flag)
-    assert not mask[0, :zpb].any() and mask[0, zpb:4].all()  # the one finite block is pruned
-    for poison in (float("nan"), float("inf")):
-        y = torch.randn(4, 8)
-        y[2, 5] = poison
-        assert bool(kernels.block_mask_unchecked(y, 0.5, (1, 4), zpb, norm, backend="torch")[1])
+    with _policy.forced(_policy.HOST_READS if host_reads else _policy.SYNC_FREE):
+        mask, flag = kernels.block_mask_unchecked(x, 0.5, (1, 4), zpb, norm, backend="torch")
+        assert not bool(flag)
+        assert not mask[0, :zpb].any() and mask[0, zpb:4].all()  # the one finite block is pruned
+        for poison in (float("nan"), float("inf")):
+            y = torch.randn(4, 8)
+            y[2, 5] = poison
+            assert bool(kernels.block_mask_unchecked(y, 0.5, (1, 4), zpb, norm, backend="torch")[1])
