@@ -1,5 +1,6 @@
-"""The torch backend (the ground truth) against a brute-force statement of the semantics
-and against torch.ao's DataNormSparsifier."""
+"""The torch backend against the reference (``kernels.naive``, a brute-force statement of
+the semantics) and against torch.ao's DataNormSparsifier; its host-read shortcuts against
+its sync-free code."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
+from kernels import naive
 from kernels._torch import _config as torch_config
 from kernels._torch import _policy
 from kernels._torch.select import kthvalue_threshold, select_threshold
-from tests import naive
 
 try:
     from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
@@ -81,6 +82,35 @@ def test_chunking_and_radix_selection_do_not_change_masks(config, chunk):
         m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 0)
         assert torch.equal(kernels.block_mask(x, level, bs, zpb, norm, backend="torch"), whole_mask)
         assert torch.equal(kernels.block_norm(x, bs, norm, backend="torch"), whole_norm)
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs(max_side=40), st.sampled_from(["random", "ties"]), st.integers(1, 64))
+def test_host_read_shortcuts_do_not_change_results(config, kind, chunk):
+    """The CPU's policy (host reads: finite sums settle the flag, gathered radix passes, no
+    tie ranks when every tie is pruned, numpy sums) and the sync-free one give the same
+    masks, scores and flags; small chunks and no kthvalue make the radix passes run."""
+    shape, bs, zpb, level, norm, seed = config
+    x = _data(shape, seed, kind)
+    results = []
+    for policy in (_policy.HOST_READS, _policy.SYNC_FREE):
+        with _policy.forced(policy), pytest.MonkeyPatch.context() as m:
+            m.setattr(torch_config, "CHUNK_ELEMENTS", chunk)
+            m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 0)
+            m.setattr(torch_config, "SEQUENTIAL_SUM_MIN", 4)
+            mask, flag = kernels.block_mask_unchecked(x, level, bs, zpb, norm, backend="torch")
+            results.append((mask, kernels.block_norm(x, bs, norm, backend="torch"), bool(flag)))
+    (mask_a, norm_a, flag_a), (mask_b, norm_b, flag_b) = results
+    assert torch.equal(mask_a, mask_b) and torch.equal(norm_a.view(torch.int32), norm_b.view(torch.int32))
+    assert flag_a is flag_b is False
+
+
+def test_policy_is_chosen_by_device_and_forced_only_inside_the_block():
+    assert _policy.for_device(torch.device("cpu")) is _policy.HOST_READS
+    assert _policy.for_device(torch.device("meta")) is _policy.SYNC_FREE
+    with _policy.forced(_policy.SYNC_FREE):
+        assert _policy.for_device(torch.device("cpu")) is _policy.SYNC_FREE
+    assert _policy.for_device(torch.device("cpu")) is _policy.HOST_READS
 
 
 @settings(max_examples=60, deadline=None)
