@@ -16,10 +16,10 @@ def multiply(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> None:
         torch.mul(x[r0:r1, c0:c1], mask[r0:r1, c0:c1], out=out[r0:r1, c0:c1])
 
 
-def apply_mask(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out = x * mask`` unless ``x`` holds NaN or inf (``out`` may be ``x``); returns the flag.
+def apply_mask(x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = x * keep`` unless ``x`` holds NaN or inf (``out`` may be ``x``); returns the flag.
     Reads the flag on the host once, before writing (the one sync)."""
     bad = nonfinite(x).cpu()  # the one sync: nothing may be written when the data is bad
     if not bad:
-        multiply(x, mask, out)
+        multiply(x, keep, out)
     return bad
