@@ -21,7 +21,7 @@ from kernels._common import TORCH
 from kernels._torch.apply_mask import apply_mask
 from kernels._torch.block_mask import block_mask, block_mask_given, sparsify
 from kernels._torch.block_norm import block_norm
-from kernels._torch.select import kthvalue_threshold, select_threshold
+from kernels._torch.select import select_threshold
 
 NAME = TORCH
 SYNCS_BEFORE_WRITING = True  # sparsify, apply_mask: the flag is read before anything is written
@@ -33,7 +33,6 @@ __all__ = [
     "block_mask",
     "block_mask_given",
     "block_norm",
-    "kthvalue_threshold",
     "select_threshold",
     "sparsify",
 ]
