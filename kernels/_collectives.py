@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["Traffic", "all_gather", "all_reduce_max", "all_reduce_sum", "count_traffic"]
+__all__ = ["Traffic", "all_gather", "all_reduce_sum", "count_traffic"]
 
 
 @dataclass
@@ -49,13 +49,6 @@ def _record(nbytes: int) -> None:
 def all_reduce_sum(t: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
     """Sum ``t`` (contiguous) over ``group``, in place; returns ``t``."""
     dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-    _record(t.numel() * t.element_size())
-    return t
-
-
-def all_reduce_max(t: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
-    """Element-wise maximum of ``t`` (contiguous) over ``group``, in place; returns ``t``."""
-    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
     _record(t.numel() * t.element_size())
     return t
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from types import ModuleType
 
 import torch
 
 from kernels import _torch
-
-BACKENDS = ("auto", "triton", "torch")
+from kernels._backend import Backend
+from kernels._common import BACKENDS, TORCH, TRITON
 
 
 def triton_installed() -> bool:
@@ -29,13 +28,13 @@ def interpreting() -> bool:
 def available_backends() -> list[str]:
     """Backends that can run on this machine: ``torch`` always, ``triton`` where Triton is
     installed and there is a CUDA device or the interpreter is on."""
-    backends = ["torch"]
+    backends = [TORCH]
     if triton_installed() and (torch.cuda.is_available() or interpreting()):
-        backends.append("triton")
+        backends.append(TRITON)
     return backends
 
 
-def _triton_backend() -> ModuleType:
+def _triton_backend() -> Backend:
     from kernels import _triton
 
     return _triton
@@ -46,8 +45,8 @@ def backend_name(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_installed() else "torch"
-    if backend == "triton":
+        return TRITON if device.type == "cuda" and triton_installed() else TORCH
+    if backend == TRITON:
         if not triton_installed():
             raise ValueError("backend='triton' needs the triton package, which is not installed")
         if device.type == "cpu" and not interpreting():
@@ -60,6 +59,6 @@ def backend_name(backend: str, device: torch.device) -> str:
     return backend
 
 
-def resolve(backend: str, device: torch.device) -> ModuleType:
-    """The backend module (``kernels._torch`` or ``kernels._triton``) for ``device``."""
-    return _triton_backend() if backend_name(backend, device) == "triton" else _torch
+def resolve(backend: str, device: torch.device) -> Backend:
+    """The backend module (``kernels._torch`` or ``kernels._triton``, each a ``Backend``) for ``device``."""
+    return _triton_backend() if backend_name(backend, device) == TRITON else _torch

@@ -37,14 +37,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 from torch.distributed.tensor.placement_types import Placement
 
-from kernels import _collectives, _torch
+from kernels import _collectives, _common
+from kernels._backend import Backend
+from kernels._common import PRUNE_ALL_BITS, Threshold, block_grid, cdiv, n_blocks, shape_2d
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class Layout:
 def chunk_split(n: int, size: int) -> list[tuple[int, int]]:
     """(start, length) of each of ``size`` ranks' parts of ``n`` lines by ``torch.chunk``'s rule
     (``ceil(n / size)`` each, the last ones shorter or empty), which DTensor and FSDP2 use."""
-    chunk = -(-n // size)
+    chunk = cdiv(n, size)
     return [(min(q * chunk, n), max(0, min(n, (q + 1) * chunk) - min(q * chunk, n))) for q in range(size)]
 
 
@@ -95,7 +96,7 @@ def _placement_error(x: DTensor, what: str) -> ValueError:
 
 def layout(x: DTensor) -> Layout:
     """Check ``x``'s placements and work out which lines of its 2-D view each rank holds."""
-    shape2d = (1, x.shape[0]) if x.dim() == 1 else (x.shape[0], math.prod(x.shape[1:]))
+    shape2d = shape_2d(x.shape)
     sharded = []
     for mesh_dim, p in enumerate(x.placements):
         if isinstance(p, Replicate):
@@ -153,7 +154,7 @@ def _block_range(lay: Layout, q: int, b: int) -> tuple[int, int]:
     start, length = lay.starts[q], lay.lengths[q]
     if length == 0:
         return start, start
-    return (start // b) * b, min(lay.extent, -(-(start + length) // b) * b)
+    return (start // b) * b, min(lay.extent, cdiv(start + length, b) * b)
 
 
 def _needs_halo(lay: Layout, b: int) -> bool:
@@ -208,7 +209,7 @@ def _owned(scores: torch.Tensor, ext: Extended, axis: int) -> torch.Tensor:
     return scores if ext.first_owned else scores.narrow(axis, 1, scores.shape[axis] - 1)
 
 
-def _row_ties(scores: torch.Tensor, ext: Extended, lay: Layout, threshold: _torch.Threshold) -> torch.Tensor:
+def _row_ties(scores: torch.Tensor, ext: Extended, lay: Layout, threshold: Threshold) -> torch.Tensor:
     """Per block row of ``scores`` (int32): the global count of blocks tied at the threshold
     before the row's first block here, less the ties the running count here sees before it."""
     equal = (scores.view(torch.int32) == threshold.bits).to(torch.int32)
@@ -227,11 +228,10 @@ def _row_ties(scores: torch.Tensor, ext: Extended, lay: Layout, threshold: _torc
     return before.to(torch.int32)
 
 
-def _backend_scores(impl: ModuleType, ext: Extended, lay: Layout, block_shape: tuple[int, int], norm: str):
+def _backend_scores(impl: Backend, ext: Extended, lay: Layout, block_shape: tuple[int, int], norm: str):
     """Block scores of the extended shard and its local non-finite flag (empty shards: none)."""
     if ext.data.numel() == 0:
-        grid = [-(-s // b) for s, b in zip(ext.data.shape, block_shape, strict=True)]
-        return torch.empty(grid, dtype=torch.float32, device=ext.data.device), torch.zeros(
+        return torch.empty(block_grid(ext.data.shape, block_shape), dtype=torch.float32, device=ext.data.device), torch.zeros(
             (), dtype=torch.bool, device=ext.data.device)
     return impl.block_norm(ext.data, block_shape, norm)
 
@@ -244,7 +244,7 @@ def _extended_local(x: DTensor, lay: Layout, block_shape: tuple[int, int]) -> tu
 
 
 def block_mask(
-    x: DTensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str, impl: ModuleType,
+    x: DTensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str, impl: Backend,
     replicated: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[DTensor, torch.Tensor]:
     """Keep-mask of ``x`` pruning its ``k`` lowest-scoring blocks (over the whole tensor), as a
@@ -256,17 +256,15 @@ def block_mask(
         return _like(x, mask), bad
     local2d, ext = _extended_local(x, lay, block_shape)
     scores, bad = _backend_scores(impl, ext, lay, block_shape, norm)
-    n_blocks = _torch.n_blocks(lay.shape2d, block_shape)
-    k = k if zeros_per_block > 0 else 0
-    if 0 < k < n_blocks:
+    if 0 < k < n_blocks(lay.shape2d, block_shape):
         reduce = _SumOverRanks(lay.group, bad)
         threshold = impl.select_threshold(_owned(scores, ext, lay.axis), k, reduce)
         bad = reduce.flag
         row_ties = _row_ties(scores, ext, lay, threshold)
     else:
         bad = _collectives.all_reduce_sum(bad.to(torch.int32).reshape(1), lay.group)[0] != 0
-        bits = torch.full((), _torch.PRUNE_ALL_BITS if k > 0 else 0, dtype=torch.int32, device=scores.device)
-        threshold, row_ties = _torch.Threshold(bits, torch.zeros_like(bits)), None
+        bits = torch.full((), PRUNE_ALL_BITS if k > 0 else 0, dtype=torch.int32, device=scores.device)
+        threshold, row_ties = Threshold(bits, torch.zeros_like(bits)), None
     if zeros_per_block == 0 or ext.data.numel() == 0:
         mask2d = torch.ones(local2d.shape, dtype=torch.bool, device=local2d.device)
     else:
@@ -276,7 +274,7 @@ def block_mask(
 
 
 def block_norm(
-    x: DTensor, block_shape: tuple[int, int], norm: str, impl: ModuleType,
+    x: DTensor, block_shape: tuple[int, int], norm: str, impl: Backend,
     replicated: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
 ) -> tuple[DTensor, torch.Tensor]:
     """Block scores of ``x`` as a DTensor of the block grid's shape, and the non-finite flag.
@@ -295,7 +293,7 @@ def block_norm(
     bad = _collectives.all_reduce_sum(bad.to(torch.int32).reshape(1), lay.group)[0] != 0
     owned = _owned(scores, ext, lay.axis)
     b = block_shape[lay.axis]
-    grid = tuple(-(-s // bs) for s, bs in zip(lay.shape2d, block_shape, strict=True))
+    grid = block_grid(lay.shape2d, block_shape)
     owned_lines = [_owned_block_lines(lay, q, b) for q in range(lay.size)]
     chunked = chunk_split(grid[lay.axis], lay.size)
     if all(n == c_n and (n == 0 or s == c_s) for (s, n), (c_s, c_n) in zip(owned_lines, chunked, strict=True)):
@@ -313,8 +311,8 @@ def block_norm(
 def _owned_block_lines(lay: Layout, q: int, b: int) -> tuple[int, int]:
     """(first, count) of the block lines whose first line rank ``q`` holds."""
     start, length = lay.starts[q], lay.lengths[q]
-    first = -(-start // b)
-    return first, (max(0, -(-(start + length) // b) - first) if length else 0)
+    first = cdiv(start, b)
+    return first, (max(0, cdiv(start + length, b) - first) if length else 0)
 
 
 def _with(shape: Sequence[int], axis: int, n: int) -> list[int]:
@@ -326,7 +324,7 @@ def _with(shape: Sequence[int], axis: int, n: int) -> list[int]:
 def nonfinite(x: DTensor) -> torch.Tensor:
     """0-dim bool: does any shard of ``x`` hold NaN or infinity? (One small all-reduce; no sync.)"""
     lay = layout(x)
-    bad = _torch.nonfinite(x.to_local())
+    bad = _common.nonfinite(x.to_local())
     if lay.axis is None:
         return bad
     return _collectives.all_reduce_sum(bad.to(torch.int32).reshape(1), lay.group)[0] != 0

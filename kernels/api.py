@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import NamedTuple
 
 import torch
 
-from kernels import _dispatch
+from kernels import _common, _dispatch
+from kernels._backend import Backend
+from kernels._common import block_grid, is_dtensor, n_blocks, shape_2d
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Dtypes the scoring functions take. float64 is refused: scores are float32, and torch.ao ranks
@@ -149,21 +150,9 @@ def clip_block(shape2d: tuple[int, int], block_shape: tuple[int, int]) -> tuple[
     return min(block_shape[0], max(1, shape2d[0])), min(block_shape[1], max(1, shape2d[1]))
 
 
-def shape_2d(shape: Sequence[int]) -> tuple[int, int]:
-    """The 2-D shape data of ``shape`` is treated as: (1, N) for 1-D, (shape[0], rest) for N-D."""
-    return (1, shape[0]) if len(shape) == 1 else (shape[0], math.prod(shape[1:]))
-
-
 def as_2d(x: torch.Tensor) -> torch.Tensor:
     """1-D data as (1, N); N-D data as (shape[0], rest). A view where strides allow."""
     return x.reshape(shape_2d(x.shape))
-
-
-def is_dtensor(x: object) -> bool:
-    """Is ``x`` a ``DTensor``? (None can exist before ``torch.distributed.tensor`` is imported,
-    so plain tensors never pay for that import.)"""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(x, module.DTensor)
 
 
 def _sharded() -> ModuleType:
@@ -172,10 +161,12 @@ def _sharded() -> ModuleType:
     return _sharded
 
 
-def blocks_to_prune(shape: tuple[int, int], block_shape: tuple[int, int], sparsity_level: float) -> int:
-    """round(sparsity_level * n_blocks), Python's round (half to even), as the reference."""
-    n_blocks = -(-shape[0] // block_shape[0]) * -(-shape[1] // block_shape[1])
-    return round(sparsity_level * n_blocks)
+def blocks_to_prune(shape: tuple[int, int], block_shape: tuple[int, int], sparsity_level: float,
+                    zeros_per_block: int) -> int:
+    """round(sparsity_level * n_blocks), Python's round (half to even), as the reference; 0
+    when ``zeros_per_block`` is 0 (nothing is zeroed, so no block counts as pruned). The
+    one place ``k`` is worked out: every backend and the sharded path take it as given."""
+    return round(sparsity_level * n_blocks(shape, block_shape)) if zeros_per_block > 0 else 0
 
 
 def nonfinite(x: torch.Tensor) -> torch.Tensor:
@@ -183,9 +174,7 @@ def nonfinite(x: torch.Tensor) -> torch.Tensor:
     No host sync, so that callers checking many tensors sync once (``raise_if_nonfinite``)."""
     if is_dtensor(x):
         return _sharded().nonfinite(x)
-    from kernels import _torch
-
-    return _torch.nonfinite(x)
+    return _common.nonfinite(x)
 
 
 def raise_if_nonfinite(flag: torch.Tensor | bool, name: str = "x") -> None:
@@ -213,11 +202,10 @@ def block_norm(
     return scores
 
 
-def _block_norm(x: torch.Tensor, bs: tuple[int, int], norm: str, impl: ModuleType) -> tuple[torch.Tensor, torch.Tensor]:
+def _block_norm(x: torch.Tensor, bs: tuple[int, int], norm: str, impl: Backend) -> tuple[torch.Tensor, torch.Tensor]:
     x2 = as_2d(x)
     if x2.numel() == 0:
-        grid = (-(-x2.shape[0] // bs[0]), -(-x2.shape[1] // bs[1]))
-        return torch.empty(grid, dtype=torch.float32, device=x.device), torch.zeros((), dtype=torch.bool)
+        return torch.empty(block_grid(x2.shape, bs), dtype=torch.float32, device=x.device), torch.zeros((), dtype=torch.bool)
     return impl.block_norm(x2, bs, norm)
 
 
@@ -229,7 +217,7 @@ class _MaskCall(NamedTuple):
     block_shape: tuple[int, int]
     zeros_per_block: int
     norm: str
-    impl: ModuleType
+    impl: Backend
 
 
 def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per_block: object, norm: object,
@@ -241,7 +229,7 @@ def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per
     zpb = check_zeros_per_block(zeros_per_block, bs)
     norm = check_norm(norm)
     impl = _dispatch.resolve(backend, x.device)
-    k = blocks_to_prune(shape_2d(x.shape), bs, level)
+    k = blocks_to_prune(shape_2d(x.shape), bs, level, zpb)
     # A block beyond the tensor holds only its in-tensor elements: zeroing more of them than
     # it holds zeroes them all, as in the unclipped block.
     bs = clip_block(shape_2d(x.shape), bs)

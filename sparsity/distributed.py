@@ -14,33 +14,27 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
+
+from kernels._common import is_dtensor
 
 __all__ = ["assert_masks_agree", "count_zeros", "disagreeing_masks", "mask_fingerprint"]
 
 _NONE = torch.iinfo(torch.int64).min  # a slot this rank does not hold: below every value
 
 
-def _dtensor_type() -> type | None:
-    module = sys.modules.get("torch.distributed.tensor")
-    return getattr(module, "DTensor", None)
-
-
 def _local(mask: torch.Tensor) -> torch.Tensor:
-    dtensor = _dtensor_type()
-    return mask.to_local() if dtensor is not None and isinstance(mask, dtensor) else mask
+    return mask.to_local() if is_dtensor(mask) else mask
 
 
 def _shard_slot(mask: torch.Tensor) -> tuple[int, int, bool]:
     """(this rank's shard index, number of shards, does this rank count the shard) of a mask:
     shards are indexed over the mesh dims that do not replicate; of the ranks holding a
     shard, the one at coordinate 0 of every replicating dim counts it."""
-    dtensor = _dtensor_type()
-    if dtensor is None or not isinstance(mask, dtensor):
+    if not is_dtensor(mask):
         return 0, 1, dist.get_rank() == 0 if _initialized() else True
     from torch.distributed.tensor import Replicate
 
@@ -114,8 +108,7 @@ def count_zeros(masks: Mapping[str, torch.Tensor], group: dist.ProcessGroup | No
         return []
     local = [(~_local(m).bool()).sum().to(torch.int64) for m in masks.values()]
     counts = torch.stack([c.to(local[0].device) for c in local])
-    dtensor = _dtensor_type()
-    sharded = [dtensor is not None and isinstance(m, dtensor) for m in masks.values()]
+    sharded = [is_dtensor(m) for m in masks.values()]
     if any(sharded) and _initialized():
         counted = [s and slot[2] for s, slot in zip(sharded, map(_shard_slot, masks.values()), strict=True)]
         contribution = counts.to(_collective_device(group)) * torch.tensor(counted, device=_collective_device(group))

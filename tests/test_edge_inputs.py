@@ -120,17 +120,19 @@ def test_huge_block_on_every_backend(backend):
 def test_large_blocks_sum_in_order(bs):
     """Blocks of more than SEQUENTIAL_SUM_MIN elements are summed another way (numpy's
     float32 accumulate): the same bits as the one-position-at-a-time sum, partial edges too."""
-    from kernels import _torch
+    from kernels._common import block_grid
+    from kernels._torch import _blocks, _policy
+    from kernels._torch.block_norm import block_sums, blocked_sums
 
     x = rand(150, 170, seed=9) * torch.linspace(1e-3, 1e3, 170)
     h, w = x.shape
     for norm in ("L1", "L2"):
         v = x.abs() if norm == "L1" else x * x
-        blocked = _torch._blocked(v, -(-h // bs[0]), -(-w // bs[1]), *bs, 0.0)
-        loop = _torch._block_sums(_torch._positions(blocked))
-        assert torch.equal(_torch._blocked_sums(blocked.clone()).view(torch.int32), loop.view(torch.int32))
-        count = (_torch._counts_inside(blocked.shape[0], bs[0], h, 0, x.device)[:, None]
-                 * _torch._counts_inside(blocked.shape[2], bs[1], w, 0, x.device))
+        blocked = _blocks.blocked(v, *block_grid((h, w), bs), *bs, 0.0)
+        loop = block_sums(_blocks.positions(blocked))
+        assert torch.equal(blocked_sums(blocked.clone(), _policy.HOST_READS).view(torch.int32), loop.view(torch.int32))
+        count = (_blocks.counts_inside(blocked.shape[0], bs[0], h, 0, x.device)[:, None]
+                 * _blocks.counts_inside(blocked.shape[2], bs[1], w, 0, x.device))
         assert torch.equal(kernels.block_norm(x, bs, norm, backend="torch"), loop / count)
 
 

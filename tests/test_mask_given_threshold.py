@@ -1,6 +1,6 @@
 """The backends' entry points for sharded data: a threshold selected with a histogram
 ``reduce`` hook, and masks built from a given threshold and per-block-row tie offsets.
-The Triton backend (in Triton's interpreter without a GPU) against the torch twin, bit
+The Triton backend (in Triton's interpreter without a GPU) against the torch backend, bit
 for bit, on small tensors."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import kernels
-from kernels import _torch
+from kernels._common import PRUNE_ALL_BITS, Threshold
 from tests.conftest import triton_devices
 
 BACKENDS = ["torch"] + (["triton"] if triton_devices() else [])
@@ -64,7 +64,7 @@ def test_triton_equals_torch_given_threshold_and_row_offsets(shape, bs, zpb):
         assert int(th_t.bits) == int(th_tr.bits) and int(th_t.ties_pruned) == int(th_tr.ties_pruned)
         # Offsets as a shard would get them: any per-row count of earlier ties, even negative.
         rows = torch.randint(-3, 4, (scores_t.shape[0],), generator=g, dtype=torch.int32)
-        for threshold in (th_t, _torch.Threshold(th_t.bits, th_t.ties_pruned + 2)):
+        for threshold in (th_t, Threshold(th_t.bits, th_t.ties_pruned + 2)):
             expected = _impl("torch").block_mask_given(x, scores_t, threshold, rows, bs, zpb_, "L1")
             assert torch.equal(_impl("triton").block_mask_given(x, scores_tr, threshold, rows, bs, zpb_, "L1"), expected)
 
@@ -95,8 +95,8 @@ def test_prune_none_and_all_thresholds(backend):
     impl = _impl(backend)
     x = _data((4, 8), 2, ties=False)
     scores, _ = impl.block_norm(x, (1, 4), "L1")
-    none = _torch.Threshold(torch.zeros((), dtype=torch.int32), torch.zeros((), dtype=torch.int32))
-    every = _torch.Threshold(torch.full((), _torch.PRUNE_ALL_BITS, dtype=torch.int32), torch.zeros((), dtype=torch.int32))
+    none = Threshold(torch.zeros((), dtype=torch.int32), torch.zeros((), dtype=torch.int32))
+    every = Threshold(torch.full((), PRUNE_ALL_BITS, dtype=torch.int32), torch.zeros((), dtype=torch.int32))
     assert impl.block_mask_given(x, scores, none, None, (1, 4), 4, "L1").all()
     assert not impl.block_mask_given(x, scores, every, None, (1, 4), 4, "L1").any()
 

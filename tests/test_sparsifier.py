@@ -245,16 +245,16 @@ def test_attach_points_at_the_data_without_a_masked_copy():
 def test_step_checks_all_tensors_with_one_host_sync(monkeypatch):
     """With the kernels' CPU shortcuts off (reads that would stall a GPU), step() reads the
     device once, for all tensors."""
-    from kernels import _torch
+    from kernels._torch import _policy
 
-    monkeypatch.setattr(_torch, "host_reads_are_free", lambda device: False)
     s = DataNormSparsifier([(f"t{i}", torch.randn(16, 16)) for i in range(12)], sparsity_level=0.5)
     calls = []
     real_tolist = torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "tolist", lambda self: calls.append(1) or real_tolist(self))
     for name in ("item", "cpu", "numpy", "__bool__", "__int__", "__float__"):
         monkeypatch.setattr(torch.Tensor, name, lambda *a, _n=name, **k: pytest.fail(f"host sync via {_n}"))
-    s.step()
+    with _policy.forced(_policy.SYNC_FREE):
+        s.step()
     assert len(calls) == 1
 
 

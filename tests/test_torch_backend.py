@@ -1,5 +1,6 @@
-"""The torch backend (the ground truth) against a brute-force statement of the semantics
-and against torch.ao's DataNormSparsifier."""
+"""The torch backend against the reference (``kernels.naive``, a brute-force statement of
+the semantics) and against torch.ao's DataNormSparsifier; its host-read shortcuts against
+its sync-free code."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
-from kernels import _torch
-from tests import naive
+from kernels import naive
+from kernels._torch import _config as torch_config
+from kernels._torch import _policy
+from kernels._torch.select import kthvalue_threshold, select_threshold
 
 try:
     from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
@@ -75,10 +78,39 @@ def test_chunking_and_radix_selection_do_not_change_masks(config, chunk):
     whole_mask = kernels.block_mask(x, level, bs, zpb, norm, backend="torch")
     whole_norm = kernels.block_norm(x, bs, norm, backend="torch")
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(_torch, "CHUNK_ELEMENTS", chunk)
-        m.setattr(_torch, "KTHVALUE_MAX_BLOCKS", 0)
+        m.setattr(torch_config, "CHUNK_ELEMENTS", chunk)
+        m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 0)
         assert torch.equal(kernels.block_mask(x, level, bs, zpb, norm, backend="torch"), whole_mask)
         assert torch.equal(kernels.block_norm(x, bs, norm, backend="torch"), whole_norm)
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs(max_side=40), st.sampled_from(["random", "ties"]), st.integers(1, 64))
+def test_host_read_shortcuts_do_not_change_results(config, kind, chunk):
+    """The CPU's policy (host reads: finite sums settle the flag, gathered radix passes, no
+    tie ranks when every tie is pruned, numpy sums) and the sync-free one give the same
+    masks, scores and flags; small chunks and no kthvalue make the radix passes run."""
+    shape, bs, zpb, level, norm, seed = config
+    x = _data(shape, seed, kind)
+    results = []
+    for policy in (_policy.HOST_READS, _policy.SYNC_FREE):
+        with _policy.forced(policy), pytest.MonkeyPatch.context() as m:
+            m.setattr(torch_config, "CHUNK_ELEMENTS", chunk)
+            m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 0)
+            m.setattr(torch_config, "SEQUENTIAL_SUM_MIN", 4)
+            mask, flag = kernels.block_mask_unchecked(x, level, bs, zpb, norm, backend="torch")
+            results.append((mask, kernels.block_norm(x, bs, norm, backend="torch"), bool(flag)))
+    (mask_a, norm_a, flag_a), (mask_b, norm_b, flag_b) = results
+    assert torch.equal(mask_a, mask_b) and torch.equal(norm_a.view(torch.int32), norm_b.view(torch.int32))
+    assert flag_a is flag_b is False
+
+
+def test_policy_is_chosen_by_device_and_forced_only_inside_the_block():
+    assert _policy.for_device(torch.device("cpu")) is _policy.HOST_READS
+    assert _policy.for_device(torch.device("meta")) is _policy.SYNC_FREE
+    with _policy.forced(_policy.SYNC_FREE):
+        assert _policy.for_device(torch.device("cpu")) is _policy.SYNC_FREE
+    assert _policy.for_device(torch.device("cpu")) is _policy.HOST_READS
 
 
 @settings(max_examples=60, deadline=None)
@@ -88,7 +120,7 @@ def test_kthvalue_threshold_equals_the_radix_threshold(n, seed, distinct):
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(1, n, generator=g) if distinct is None else torch.randint(0, distinct, (1, n), generator=g) / 7
     k = int(torch.randint(1, n + 1, (), generator=g))
-    fast, radix = _torch.kthvalue_threshold(scores, k), _torch.select_threshold(scores, k)
+    fast, radix = kthvalue_threshold(scores, k), select_threshold(scores, k)
     assert [int(v) for v in fast] == [int(v) for v in radix]
     assert fast.bits.dtype == radix.bits.dtype == torch.int32
 
@@ -193,13 +225,13 @@ def test_inplace_on_non_contiguous_data(make):
 def test_no_host_sync_on_the_mask_path(monkeypatch):
     """block_mask_unchecked must not pull values to the host where that stalls a device: with
     the CPU shortcuts off (as on a GPU), every way of reading a value raises."""
-    monkeypatch.setattr(_torch, "host_reads_are_free", lambda device: False)
     x = torch.randn(64, 64)
     x[0, :8] = 0
     for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, lambda *a, _n=name, **k: pytest.fail(f"host sync via {_n}"))
-    with_shortcuts_off = kernels.block_mask_unchecked(x, 0.5, (1, 4), 2, backend="torch")[0]
-    kernels.block_mask_unchecked(x, 0.5, (2, 2), None, "L2", backend="torch")
+    with _policy.forced(_policy.SYNC_FREE):
+        with_shortcuts_off = kernels.block_mask_unchecked(x, 0.5, (1, 4), 2, backend="torch")[0]
+        kernels.block_mask_unchecked(x, 0.5, (2, 2), None, "L2", backend="torch")
     monkeypatch.undo()
     assert torch.equal(with_shortcuts_off, kernels.block_mask(x, 0.5, (1, 4), 2, backend="torch"))
 
@@ -216,16 +248,16 @@ def test_parameters_that_require_grad():
 @pytest.mark.parametrize("host_reads", [True, False])
 @pytest.mark.parametrize("norm", ["L1", "L2"])
 @pytest.mark.parametrize("zpb", [2, 4])
-def test_non_finite_flag_is_exact_when_block_sums_overflow(monkeypatch, host_reads, norm, zpb):
+def test_non_finite_flag_is_exact_when_block_sums_overflow(host_reads, norm, zpb):
     """Block sums settle the flag when they are finite; an overflowing sum of finite data
     must not flag it, and a NaN or inf must, with or without the CPU shortcut."""
-    monkeypatch.setattr(_torch, "host_reads_are_free", lambda device: host_reads)
     x = torch.full((4, 8), 3e38)  # finite, but the sums of |x| (and of x*x) overflow
     x[0, :4] = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    mask, flag = kernels.block_mask_unchecked(x, 0.5, (1, 4), zpb, norm, backend="torch")
-    assert not bool(flag)
-    assert not mask[0, :zpb].any() and mask[0, zpb:4].all()  # the one finite block is pruned
-    for poison in (float("nan"), float("inf")):
-        y = torch.randn(4, 8)
-        y[2, 5] = poison
-        assert bool(kernels.block_mask_unchecked(y, 0.5, (1, 4), zpb, norm, backend="torch")[1])
+    with _policy.forced(_policy.HOST_READS if host_reads else _policy.SYNC_FREE):
+        mask, flag = kernels.block_mask_unchecked(x, 0.5, (1, 4), zpb, norm, backend="torch")
+        assert not bool(flag)
+        assert not mask[0, :zpb].any() and mask[0, zpb:4].all()  # the one finite block is pruned
+        for poison in (float("nan"), float("inf")):
+            y = torch.randn(4, 8)
+            y[2, 5] = poison
+            assert bool(kernels.block_mask_unchecked(y, 0.5, (1, 4), zpb, norm, backend="torch")[1])

@@ -116,3 +116,24 @@ def test_finite_data_whose_squares_overflow_is_not_rejected(device):
         kernels.block_norm(x, (1, 4), "L2", backend=backend)
     assert torch.equal(kernels.block_mask(x, 0.5, (1, 4), 2, "L2", backend="triton"),
                        kernels.block_mask(x, 0.5, (1, 4), 2, "L2", backend="torch"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("kind", ["random", "ties"])
+def test_masks_equal_the_reference(device, case, kind):
+    """The Triton backend against ``kernels.naive`` (the plain statement of the semantics),
+    not only against the torch backend: masks exactly, scores to float32 rounding."""
+    from kernels import naive
+
+    shape, bs, zpb = CASES[case]
+    x = data(shape, seed=100 + case, kind=kind, device=device)
+    for norm in ("L1", "L2"):
+        torch.testing.assert_close(kernels.block_norm(x, bs, norm, backend="triton").cpu().double(),
+                                   naive.block_norm(x.cpu(), bs, norm), rtol=1e-6, atol=0)
+        for level in (0.35, 1.0):
+            expected = naive.block_mask(x.cpu(), level, bs, zpb, norm)
+            assert torch.equal(kernels.block_mask(x, level, bs, zpb, norm, backend="triton").cpu(), expected)
+        y, mask = kernels.sparsify(x, 0.5, bs, zpb, norm, backend="triton")
+        expected_y, expected_mask = naive.sparsify(x.cpu(), 0.5, bs, zpb, norm)
+        assert torch.equal(mask.cpu(), expected_mask) and torch.equal(y.cpu(), expected_y)

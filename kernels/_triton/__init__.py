@@ -1,9 +1,24 @@
-"""Triton backend: the same operations as ``kernels._torch``, on CUDA tensors (or CPU
-tensors under ``TRITON_INTERPRET=1``), masks equal to the torch twin's bit for bit."""
+"""Triton backend: the same operations as ``kernels._torch`` (the contract in
+``kernels._backend``), on CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``), masks
+equal to the torch backend's bit for bit. No function syncs with the host: writes over
+bad data are gated on the device flag."""
 
+from kernels._common import TRITON
 from kernels._triton.apply_mask import apply_mask
 from kernels._triton.block_mask import block_mask, block_mask_given, sparsify
 from kernels._triton.block_norm import block_norm
 from kernels._triton.select import select_threshold
 
-__all__ = ["apply_mask", "block_mask", "block_mask_given", "block_norm", "select_threshold", "sparsify"]
+NAME = TRITON
+SYNCS_BEFORE_WRITING = False  # sparsify, apply_mask gate their writes on the device flag
+
+__all__ = [
+    "NAME",
+    "SYNCS_BEFORE_WRITING",
+    "apply_mask",
+    "block_mask",
+    "block_mask_given",
+    "block_norm",
+    "select_threshold",
+    "sparsify",
+]

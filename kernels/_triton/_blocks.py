@@ -6,7 +6,7 @@ grid). The "tile" path holds each block whole as one row of a ``[TILE, P2]`` reg
 tile (position ``e`` = row-major index inside the block); the "loop" path walks the
 positions one at a time and holds ``[TILE]`` vectors.
 
-Every score is summed in the same order as the torch twin and the reference's
+Every score is summed in the same order as the torch backend and the reference's
 ``avg_pool2d``: one element at a time, row-major, in float32; then divided with
 correct rounding. Launch these kernels with ``enable_fp_fusion=False`` so ``s + x*x``
 is never contracted into an FMA, which would round differently.

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels import _torch
+from kernels._common import Threshold, block_grid
 from kernels._triton import _config
 from kernels._triton._blocks import (
     block_coordinates,
@@ -93,8 +93,8 @@ def _launch(
     """Run ``_block_mask_kernel`` over ``x`` (2-D); returns the mask."""
     h, w = x.shape
     bh, bw = block_shape
-    nbw = triton.cdiv(w, bw)
-    n_blocks = triton.cdiv(h, bh) * nbw
+    nbh, nbw = block_grid((h, w), block_shape)
+    n_blocks = nbh * nbw
     launch = _config.block_launch(block_shape)
     mask = torch.empty(h, w, dtype=torch.bool, device=x.device)
     target = x if out is None else out
@@ -117,7 +117,7 @@ def sparsify(
     non-finite flag; with ``out``, also ``out = x * mask`` (``out`` may be ``x``), unless
     the data is bad."""
     scores, flag = launch_scores(x, block_shape, norm)
-    state, ties_before = threshold(scores, k if zeros_per_block > 0 else 0, _config.block_launch(block_shape).tile)
+    state, ties_before = threshold(scores, k, _config.block_launch(block_shape).tile)
     mask = _launch(x, out, flag, state, ties_before, None, block_shape, zeros_per_block, norm)
     return mask, (flag != 0).reshape(())
 
@@ -132,7 +132,7 @@ def block_mask(
 def block_mask_given(
     x: torch.Tensor,
     scores: torch.Tensor,
-    threshold: _torch.Threshold,
+    threshold: Threshold,
     row_ties: torch.Tensor | None,
     block_shape: tuple[int, int],
     zeros_per_block: int,
@@ -140,7 +140,7 @@ def block_mask_given(
 ) -> torch.Tensor:
     """Keep-mask of ``x`` (2-D) given its block ``scores`` and a threshold selected elsewhere,
     with ``row_ties[block row]`` ties before each block row that ``x`` does not hold (as the
-    torch twin's ``block_mask_given``)."""
+    torch backend's ``block_mask_given``)."""
     state = torch.stack([threshold.bits.to(torch.int32), threshold.ties_pruned.to(torch.int32)])
     ties_before = tie_offsets(scores.reshape(-1).contiguous(), state, _config.block_launch(block_shape).tile)
     flag = torch.zeros(1, dtype=torch.int32, device=x.device)

@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels._common import block_grid
 from kernels._triton import _config
 from kernels._triton._blocks import block_scores
 
@@ -35,7 +36,7 @@ def launch_scores(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> t
     """(scores as a flat float32 vector over the block grid, int32[1] non-finite flag)."""
     h, w = x.shape
     bh, bw = block_shape
-    nbh, nbw = triton.cdiv(h, bh), triton.cdiv(w, bw)
+    nbh, nbw = block_grid((h, w), block_shape)
     n_blocks = nbh * nbw
     launch = _config.block_launch(block_shape)
     scores = torch.empty(n_blocks, dtype=torch.float32, device=x.device)
@@ -51,5 +52,4 @@ def launch_scores(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> t
 def block_norm(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Block scores of ``x`` (2-D), shaped as the block grid, and the 0-dim bool non-finite flag."""
     scores, flag = launch_scores(x, block_shape, norm)
-    grid = (triton.cdiv(x.shape[0], block_shape[0]), triton.cdiv(x.shape[1], block_shape[1]))
-    return scores.view(grid), (flag != 0).reshape(())
+    return scores.view(block_grid(x.shape, block_shape)), (flag != 0).reshape(())

@@ -14,17 +14,16 @@ all-reduce) that sums each pass's histogram over the shards before its digit is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import triton
 import triton.language as tl
 
-from kernels import _torch
+from kernels._common import COMPACT_DIGITS, PRUNE_ALL_BITS, Reduce, Threshold, cdiv
 from kernels._triton import _config
 
-# (shift, bits) of each radix digit, most significant first; bit 31 (the sign) is always 0.
-RADIX_DIGITS = ((20, 11), (10, 10), (0, 10))
+# (shift, bits) of each radix digit, most significant first: the compact digits, shared with
+# the torch backend's sharded selection (bit 31, the sign, is always 0).
+RADIX_DIGITS = COMPACT_DIGITS
 
 
 @triton.jit
@@ -65,10 +64,8 @@ def _tie_count_kernel(scores_ptr, n, state_ptr, counts_ptr, TILE: tl.constexpr):
     tl.store(counts_ptr + tl.program_id(0), tl.sum(equal.to(tl.int32), 0))
 
 
-PRUNE_ALL_BITS = _torch.PRUNE_ALL_BITS  # above +inf's bits: every finite or infinite score is below it
 
-
-def radix_state(scores: torch.Tensor, k: int, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+def radix_state(scores: torch.Tensor, k: int, reduce: Reduce | None = None) -> torch.Tensor:
     """``state`` (int32 [threshold bits, ties pruned]) for pruning the ``k`` lowest of the flat
     ``scores`` (``0 < k <=`` their number, or with ``reduce`` their number over all shards)."""
     n = scores.numel()
@@ -92,7 +89,7 @@ def radix_state(scores: torch.Tensor, k: int, reduce: Callable[[torch.Tensor], t
 def tie_offsets(scores: torch.Tensor, state: torch.Tensor, tile: int) -> torch.Tensor:
     """Each ``tile``-block tile's count of earlier scores equal to the threshold (int32)."""
     n = scores.numel()
-    counts = torch.zeros(triton.cdiv(n, tile), dtype=torch.int32, device=scores.device)
+    counts = torch.zeros(cdiv(n, tile), dtype=torch.int32, device=scores.device)
     if n:
         _tie_count_kernel[(counts.numel(),)](scores, n, state, counts, TILE=tile, **_config.LAUNCH_OPTIONS)
     return torch.cumsum(counts, 0, dtype=torch.int32) - counts
@@ -106,15 +103,15 @@ def threshold(scores: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, to
         state = torch.zeros(2, dtype=torch.int32, device=scores.device)  # nothing is below 0, no tie pruned
         if k > 0:
             state[0] = PRUNE_ALL_BITS
-        return state, torch.zeros(triton.cdiv(n, tile), dtype=torch.int32, device=scores.device)
+        return state, torch.zeros(cdiv(n, tile), dtype=torch.int32, device=scores.device)
     state = radix_state(scores, k)
     return state, tie_offsets(scores, state, tile)
 
 
 def select_threshold(
-    scores: torch.Tensor, k: int, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
-) -> _torch.Threshold:
+    scores: torch.Tensor, k: int, reduce: Reduce | None = None
+) -> Threshold:
     """The ``Threshold`` (0-dim int32 bits, ties pruned) pruning the ``k`` lowest ``scores``
     (``0 < k``; with ``reduce``, of the scores of all shards)."""
     state = radix_state(scores.reshape(-1).contiguous(), k, reduce)
-    return _torch.Threshold(state[0], state[1])
+    return Threshold(state[0], state[1])

@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 
+from kernels._common import block_grid, shape_2d
 from sparsity.checkpoint._bits import pack_bits, packed_size, unpack_bits
 
 FORMAT_NAME = "blocksparse.sparse_checkpoint"
@@ -145,15 +146,13 @@ class TensorRecord:
 
 def as_2d_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     """The 2-D view the kernels use: 1-D as (1, N), N-D as (shape[0], rest)."""
-    if len(shape) == 1:
-        return 1, shape[0]
-    return shape[0], math.prod(shape[1:])
+    return shape_2d(shape)
 
 
 def _block_view(keep2d: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     """(n_blocks, bh*bw) bool: each block's elements, blocks row-major, zero-padded at the edges."""
     (h, w), (bh, bw) = keep2d.shape, block
-    nbh, nbw = -(-h // bh), -(-w // bw)
+    nbh, nbw = block_grid((h, w), (bh, bw))
     padded = torch.zeros(nbh * bh, nbw * bw, dtype=torch.bool, device=keep2d.device)
     padded[:h, :w] = keep2d
     return padded.view(nbh, bh, nbw, bw).permute(0, 2, 1, 3).reshape(nbh * nbw, bh * bw)
@@ -161,7 +160,7 @@ def _block_view(keep2d: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 
 def _unblock(blocks: torch.Tensor, shape2d: tuple[int, int], block: tuple[int, int]) -> torch.Tensor:
     (h, w), (bh, bw) = shape2d, block
-    nbh, nbw = -(-h // bh), -(-w // bw)
+    nbh, nbw = block_grid((h, w), (bh, bw))
     return blocks.view(nbh, nbw, bh, bw).permute(0, 2, 1, 3).reshape(nbh * bh, nbw * bw)[:h, :w]
 
 
@@ -306,7 +305,7 @@ def _block_keep(entry: Mapping[str, Any], name: str, shape2d: tuple[int, int], n
     ok = isinstance(block, list | tuple) and len(block) == 2 and all(type(b) is int and b >= 1 for b in block)
     _need(ok, name, f"block must be two positive ints; got {block!r}")
     (h, w), (bh, bw) = shape2d, block
-    nbh, nbw = -(-h // bh), -(-w // bw)
+    nbh, nbw = block_grid((h, w), (bh, bw))
     occupied = _bits_field(entry, "block_bits", nbh * nbw, name)
     occupied_index = occupied.nonzero().reshape(-1)
     partial = _bits_field(entry, "partial_bits", occupied_index.numel(), name)
