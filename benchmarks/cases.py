@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from kernels._common import n_blocks, shape_2d
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OPS = ("block_norm", "block_mask", "sparsify")
 
@@ -45,8 +47,7 @@ class Case:
 
     @property
     def n_blocks(self) -> int:
-        h, w = self.shape[0], math.prod(self.shape[1:])
-        return -(-h // self.block_shape[0]) * -(-w // self.block_shape[1])
+        return n_blocks(shape_2d(self.shape), self.block_shape)
 
     @property
     def mutates_input(self) -> bool:

@@ -58,7 +58,7 @@ def test_the_readme_config(tmp_path):
     assert type(pt) is PostTrainingDataSparsity and type(ta) is TrainingAwareDataSparsity
     assert pt.data_sparsifier_class is DataNormSparsifier and ta.data_scheduler_class is CubicSLScheduler
     assert pt.data_sparsifier_args == {"sparsity_level": 0.5, "sparse_block_shape": [1, 4], "zeros_per_block": 4}
-    assert pt.sparsified_device == torch.device("cpu") and ta.inplace and ta._keep is weight_matrices
+    assert pt.sparsified_device == torch.device("cpu") and ta.inplace and ta.param_filter is weight_matrices
     assert set(pt.masks) == set(ta.masks) == MATRICES and ta.epochs_done == 2
     for name, mask in ta.masks.items():
         assert (cli.model.model.get_parameter(name)[~mask] == 0).all(), name

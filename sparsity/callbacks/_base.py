@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -181,6 +181,12 @@ class DataSparsityCallback(pl.Callback):
                 )
 
     # ---------------------------------------------------------------- tensors
+    @property
+    def param_filter(self) -> Callable[[str, torch.Tensor], bool]:
+        """The predicate on (name, parameter) that ``param_filter=`` became (the default:
+        ``sparsity.callbacks.weight_matrices``)."""
+        return self._keep
+
     def _parameters(self, pl_module: pl.LightningModule) -> dict[str, nn.Parameter]:
         _model.refuse_flat_parameters(pl_module)
         params = _model.selected_parameters(_model.target_module(pl_module), self._keep)
