@@ -55,7 +55,7 @@ step install 60 "$PY" -m pip install --no-deps -e . >> "$LOG" 2>&1 \
 
 # 2. The CUDA tests (they skip without a GPU), and the Triton backend's tests, which run on the GPU there.
 if [ "$HAS_CUDA" = 1 ]; then
-    TESTS=(tests/test_cuda.py tests/test_package.py tests/test_triton_backend.py tests/test_api_errors.py)
+    TESTS=(tests/test_cuda.py tests/test_package.py tests/test_triton_backend.py tests/test_api_errors.py tests/test_export.py)
     TEST_LIMIT=110
 else
     TESTS=(tests/test_cuda.py tests/test_package.py)
