@@ -22,7 +22,7 @@ endif
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) -m sparsity.demo
+	$(PY) -m blocksparsity.demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

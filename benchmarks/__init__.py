@@ -1,4 +1,4 @@
 """Benchmark harness: our kernels side by side with torch.ao's reference and eager torch.
 
-Run ``python -m benchmarks --help``. Nothing in ``kernels`` or ``sparsity`` imports this.
+Run ``python -m benchmarks --help``. Nothing in the installed package (``blocksparsity``) imports this.
 """

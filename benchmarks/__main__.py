@@ -10,7 +10,7 @@ Subcommands (``python -m benchmarks NAME --help`` for each one's options):
     vs-reference       the harness on its two 4096x4096 fp32 L1 block_mask cases, torch.ao's
                        reference against ours-torch, on the CPU (harness options follow)
     sparsifier-step    DataNormSparsifier.step() on a model-sized set of tensors: its overhead
-                       over direct kernels.block_mask calls, and torch.ao's step() beside it
+                       over direct blocksparsity.kernels.block_mask calls, and torch.ao's step() beside it
     callback-overhead  the Lightning callbacks' share of an epoch on the demo model
     sharded            block_mask on a DTensor sharded over CPU processes, against one process
     semi-structured    dense against 2:4 semi-structured matmuls at chosen shapes (a GPU verdict)

@@ -14,8 +14,8 @@ import warnings
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 
-from sparsity import CubicSLScheduler, DataNormSparsifier, PostTrainingDataSparsity, TrainingAwareDataSparsity
-from sparsity.demo import DemoModule, synthetic_data
+from blocksparsity import CubicSLScheduler, DataNormSparsifier, PostTrainingDataSparsity, TrainingAwareDataSparsity
+from blocksparsity.demo import DemoModule, synthetic_data
 
 TWO_FOUR = {"sparsity_level": 1.0, "sparse_block_shape": (1, 4), "zeros_per_block": 2}
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from kernels._common import n_blocks, shape_2d
+from blocksparsity.kernels._common import n_blocks, shape_2d
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 OPS = ("block_norm", "block_mask", "sparsify")

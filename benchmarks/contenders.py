@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-import kernels
 from benchmarks import eager_contender
 from benchmarks.cases import Case
+from blocksparsity import kernels
 
 Runner = Callable[[], object]
 

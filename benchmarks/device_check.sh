@@ -9,7 +9,7 @@
 # Files: env.txt (GPU, versions), steps.log (each step, its time and exit code, pip's output),
 # tests.txt (pytest), bench.md (the table), bench.json, bench.png, bench.log (harness stderr).
 # Each step is bounded in time; a step that fails is logged and the next one still runs.
-# BLOCKSPARSE_COMMIT names the commit where the tree is not a git checkout.
+# BLOCKSPARSITY_COMMIT names the commit where the tree is not a git checkout.
 # TOTAL_SECONDS (default 270; a step may overrun its limit by 15 s) is the whole script's time budget.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,8 +17,7 @@ OUT="${OUT:-out/device_check}"
 mkdir -p "$OUT"
 PY="${PYTHON:-$(command -v python || command -v python3)}"
 TOTAL="${TOTAL_SECONDS:-270}"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # imports work even if the install fails
-export BLOCKSPARSE_COMMIT="${BLOCKSPARSE_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+export BLOCKSPARSITY_COMMIT="${BLOCKSPARSITY_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 LOG="$OUT/steps.log"
 : > "$LOG"
 
@@ -44,7 +43,7 @@ for p in ("triton", "lightning", "pytest", "pytest-benchmark", "matplotlib", "tq
     except md.PackageNotFoundError:
         print(p, "not installed")
 EOF
-    echo "commit $BLOCKSPARSE_COMMIT"
+    echo "commit $BLOCKSPARSITY_COMMIT"
 } > "$OUT/env.txt" 2>&1
 
 HAS_CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)

@@ -4,7 +4,7 @@ write in a few lines (and, compiled with ``torch.compile``, a second contender,
 this one is timed.
 
 Only ``(1, bw)`` blocks on 2-D data whose width is a multiple of ``bw``; that covers every
-benchmark case. It computes the same masks as ``kernels`` wherever the result is unique:
+benchmark case. It computes the same masks as ``blocksparsity.kernels`` wherever the result is unique:
 
 * block scores: ``|x|`` (L1) or ``x*x`` (L2) in float32, viewed as ``(n_blocks, bw)`` and
   averaged. ``mean`` may add a block's elements in another order than ours (which adds

@@ -45,7 +45,7 @@ def _version(package: str) -> str:
 
 def commit() -> str:
     """The checkout's commit (short hash, "+dirty" with uncommitted changes to tracked files);
-    ``BLOCKSPARSE_COMMIT`` where there is no git checkout (e.g. a copied tree)."""
+    ``BLOCKSPARSITY_COMMIT`` where there is no git checkout (e.g. a copied tree)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True, timeout=10).stdout.strip()
@@ -53,7 +53,7 @@ def commit() -> str:
                                text=True, check=True, timeout=10).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get("BLOCKSPARSE_COMMIT", "unknown")
+        return os.environ.get("BLOCKSPARSITY_COMMIT", "unknown")
 
 
 def load_average() -> float | None:

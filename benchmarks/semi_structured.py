@@ -4,7 +4,7 @@
                                          [--dtype bf16] [--backend auto] [--json PATH]
 
 For each ``(M, N, K)``: ``x`` is ``(M, K)``, the weight ``(N, K)`` is pruned to 2:4 (the
-(1, 4)-block, ``zeros_per_block=2``, level-1.0 mask of ``kernels.sparsify``) and converted
+(1, 4)-block, ``zeros_per_block=2``, level-1.0 mask of ``blocksparsity.kernels.sparsify``) and converted
 with ``torch.sparse``'s semi-structured tensors; ``F.linear(x, w)`` dense and 2:4 are timed
 (median, CUDA events, L2 flushed) and the verdict printed: sparse faster, dense faster, or
 within the noise margin. Sparse tensor cores need CUDA compute capability 8.0+; elsewhere
@@ -58,8 +58,8 @@ def _semi_structured_class(backend: str) -> type:
 
 def measure(m: int, n: int, k: int, dtype: torch.dtype, backend: str = "auto") -> dict:
     """Time dense and 2:4 ``F.linear`` for ``x (m, k)`` and a weight ``(n, k)`` on the GPU."""
-    import kernels
     from benchmarks.timing import median_seconds
+    from blocksparsity import kernels
 
     g = torch.Generator(device="cuda").manual_seed(0)
     w = torch.randn(n, k, device="cuda", generator=g).to(dtype)

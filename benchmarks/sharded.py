@@ -1,10 +1,10 @@
 """Sharded masks (DTensor, as FSDP2 holds parameters) on 2 CPU processes (gloo): bytes the
-collectives move per ``kernels.block_mask`` call, as a fraction of the parameter's bytes,
+collectives move per ``blocksparsity.kernels.block_mask`` call, as a fraction of the parameter's bytes,
 and time per call against the unsharded call on the same data (one thread per process).
 
     python -m benchmarks.sharded [--size 4096] [--repeats 3] [--json out.json]
 
-Bytes are counted at the collectives (``kernels._collectives``): an all-reduce counts its
+Bytes are counted at the collectives (``blocksparsity.kernels._collectives``): an all-reduce counts its
 tensor, an all-gather its gathered result, on each rank.
 """
 
@@ -20,9 +20,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import kernels
 from benchmarks.timing import median_seconds
-from kernels._collectives import count_traffic
+from blocksparsity import kernels
+from blocksparsity.kernels._collectives import count_traffic
 
 WORLD = 2
 # (label, block shape, zeros per block, shard dim): 2:4-style rows, square blocks, blocks that
@@ -63,7 +63,7 @@ def _bench(rank: int, port: int, size: int, repeats: int, out: str | None) -> No
                      "fraction": traffic.bytes / (x.numel() * x.element_size()),
                      "sharded_s": sharded, "unsharded_s": unsharded, "same_mask": same})
     if rank == 0:
-        print(f"kernels.block_mask, level 0.5, on a {size}x{size} fp32 tensor ({x.numel() * 4 / 2**20:.0f} MiB), "
+        print(f"blocksparsity.kernels.block_mask, level 0.5, on a {size}x{size} fp32 tensor ({x.numel() * 4 / 2**20:.0f} MiB), "
               f"{WORLD} CPU processes (gloo), 1 thread each")
         print(f"{'case':<28} {'collectives':>11} {'bytes/rank':>11} {'of param':>9} {'sharded':>10} {'unsharded':>10} "
               f"{'speedup':>8}  same mask")

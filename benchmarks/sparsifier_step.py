@@ -1,6 +1,6 @@
 """``DataNormSparsifier.step()`` on a model-sized set of tensors (eight 2048x2048 weights
 and a 1,000,000x64 embedding table), against torch.ao's sparsifier on the same data, and
-against calling ``kernels.block_mask`` on the same tensors directly (the step overhead).
+against calling ``blocksparsity.kernels.block_mask`` on the same tensors directly (the step overhead).
 
     python -m benchmarks.sparsifier_step [--repeats 3] [--scale 1.0]
 """
@@ -11,9 +11,8 @@ import argparse
 
 import torch
 
-import kernels
 from benchmarks.timing import median_seconds
-from sparsity import DataNormSparsifier
+from blocksparsity import DataNormSparsifier, kernels
 
 CONFIG = dict(sparsity_level=0.5, sparse_block_shape=(1, 4), zeros_per_block=2)
 
@@ -33,7 +32,7 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> dict:
         for _, x in data:
             kernels.block_mask(x, CONFIG["sparsity_level"], CONFIG["sparse_block_shape"], CONFIG["zeros_per_block"])
 
-    runs = {"ours step()": ours.step, "kernels.block_mask x9": direct}
+    runs = {"ours step()": ours.step, "blocksparsity.kernels.block_mask x9": direct}
     try:
         from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier as Reference
 
@@ -44,7 +43,7 @@ def measure(scale: float, repeats: int, device: str = "cpu") -> dict:
     result = {
         "elements": sum(x.numel() for _, x in data),
         "seconds": times,
-        "step_overhead": times["ours step()"] / times["kernels.block_mask x9"] - 1.0,
+        "step_overhead": times["ours step()"] / times["blocksparsity.kernels.block_mask x9"] - 1.0,
     }
     if "torch.ao step()" in times:
         result["speedup_vs_reference"] = times["torch.ao step()"] / times["ours step()"]

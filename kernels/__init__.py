@@ -4,7 +4,7 @@ Pure functions on tensors; ``backend="auto"`` runs the Triton kernels on CUDA te
 the vectorised torch implementation everywhere else.
 """
 
-from kernels.api import (
+from blocksparsity.kernels.api import (
     apply_mask,
     available_backends,
     block_mask,

@@ -1,6 +1,6 @@
-"""The contract every backend module (``kernels._torch``, ``kernels._triton``) fulfils.
+"""The contract every backend module (``blocksparsity.kernels._torch``, ``blocksparsity.kernels._triton``) fulfils.
 
-``kernels.api`` checks and normalises every argument before a backend sees it, so a
+``blocksparsity.kernels.api`` checks and normalises every argument before a backend sees it, so a
 backend may assume: ``x`` is a non-empty 2-D view (H x W) of float16/bfloat16/float32 data
 (float64 too for ``apply_mask``); ``block_shape`` is clipped to the tensor; ``norm`` is
 ``"L1"`` or ``"L2"``; ``0 <= zeros_per_block <= bh * bw``; ``0 <= k <= n_blocks``, and
@@ -12,7 +12,7 @@ Who syncs with the host, per backend (``SYNCS_BEFORE_WRITING``):
 
 * ``block_norm``, ``block_mask``, ``select_threshold``, ``block_mask_given``: never on a
   GPU. (The torch backend reads a few values on the host when ``x`` is on the CPU, where
-  that is free; see ``kernels._torch._policy``.)
+  that is free; see ``blocksparsity.kernels._torch._policy``.)
 * ``sparsify``, ``apply_mask`` write data, and nothing may be written over bad data: the
   torch backend reads the flag on the host once before writing (``SYNCS_BEFORE_WRITING``
   is True); the Triton kernels gate the writes on the device flag (False: no sync).
@@ -24,7 +24,7 @@ from typing import Protocol
 
 import torch
 
-from kernels._common import Reduce, Threshold
+from blocksparsity.kernels._common import Reduce, Threshold
 
 Flag = torch.Tensor  # 0-dim bool: did the data hold NaN or infinity?
 
@@ -32,7 +32,7 @@ Flag = torch.Tensor  # 0-dim bool: did the data hold NaN or infinity?
 class Backend(Protocol):
     """The functions (and two constants) of a backend module; see the module docstring."""
 
-    NAME: str  # one of kernels._common.TORCH, TRITON
+    NAME: str  # one of blocksparsity.kernels._common.TORCH, TRITON
     SYNCS_BEFORE_WRITING: bool  # do sparsify/apply_mask read the flag on the host?
 
     def block_norm(self, x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, Flag]:

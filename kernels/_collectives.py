@@ -1,5 +1,5 @@
-"""The only place ``kernels`` talks to ``torch.distributed``: the few small collectives the
-sharded operations need (``kernels._sharded``), each counting the bytes it moves.
+"""The only place ``blocksparsity.kernels`` talks to ``torch.distributed``: the few small collectives the
+sharded operations need (``blocksparsity.kernels._sharded``), each counting the bytes it moves.
 
 Bytes are counted as the payload of each collective's result on the calling rank: an
 all-reduce of ``n`` bytes counts ``n``, an all-gather of ``n`` bytes from each of ``P``

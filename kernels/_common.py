@@ -1,9 +1,9 @@
-"""Definitions every part of ``kernels`` shares, stated once: the backend names, the 2-D view
+"""Definitions every part of ``blocksparsity.kernels`` shares, stated once: the backend names, the 2-D view
 and its block grid, the DTensor test, the non-finite check, and the threshold that a
 selection hands to a mask (with the radix digits that find it).
 
 Plain Python and torch only: every backend, the API layer, the sharded path and
-``sparsity`` (which may import from here, never the other way) use these.
+``blocksparsity`` (which may import from here, never the other way) use these.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ import os
 
 import torch
 
-from kernels import _torch
-from kernels._backend import Backend
-from kernels._common import BACKENDS, TORCH, TRITON
+from blocksparsity.kernels import _torch
+from blocksparsity.kernels._backend import Backend
+from blocksparsity.kernels._common import BACKENDS, TORCH, TRITON
 
 
 def triton_installed() -> bool:
@@ -35,7 +35,7 @@ def available_backends() -> list[str]:
 
 
 def _triton_backend() -> Backend:
-    from kernels import _triton
+    from blocksparsity.kernels import _triton
 
     return _triton
 
@@ -60,5 +60,5 @@ def backend_name(backend: str, device: torch.device) -> str:
 
 
 def resolve(backend: str, device: torch.device) -> Backend:
-    """The backend module (``kernels._torch`` or ``kernels._triton``, each a ``Backend``) for ``device``."""
+    """The backend module (``_torch`` or ``_triton``, each a ``Backend``) for ``device``."""
     return _triton_backend() if backend_name(backend, device) == TRITON else _torch

@@ -43,9 +43,9 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
 from torch.distributed.tensor.placement_types import Placement
 
-from kernels import _collectives, _common
-from kernels._backend import Backend
-from kernels._common import PRUNE_ALL_BITS, Threshold, block_grid, cdiv, n_blocks, shape_2d
+from blocksparsity.kernels import _collectives, _common
+from blocksparsity.kernels._backend import Backend
+from blocksparsity.kernels._common import PRUNE_ALL_BITS, Threshold, block_grid, cdiv, n_blocks, shape_2d
 
 
 @dataclass(frozen=True)

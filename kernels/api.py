@@ -8,7 +8,7 @@ are not differentiable, and ``sparsify``/``apply_mask`` edit weights, so their r
 no autograd history (parameters that require grad are fine, in place too).
 
 ``DTensor`` data (sharded by FSDP2's ``fully_shard`` or ``distribute_tensor``) is routed,
-after the same checks, to ``kernels._sharded``: the same masks as the unsharded call,
+after the same checks, to ``blocksparsity.kernels._sharded``: the same masks as the unsharded call,
 computed shard by shard with small collectives, returned as DTensors placed like the data.
 """
 
@@ -22,9 +22,9 @@ from typing import NamedTuple
 
 import torch
 
-from kernels import _common, _dispatch
-from kernels._backend import Backend
-from kernels._common import block_grid, is_dtensor, n_blocks, shape_2d
+from blocksparsity.kernels import _common, _dispatch
+from blocksparsity.kernels._backend import Backend
+from blocksparsity.kernels._common import block_grid, is_dtensor, n_blocks, shape_2d
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Dtypes the scoring functions take. float64 is refused: scores are float32, and torch.ao ranks
@@ -156,7 +156,7 @@ def as_2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def _sharded() -> ModuleType:
-    from kernels import _sharded
+    from blocksparsity.kernels import _sharded
 
     return _sharded
 
@@ -286,7 +286,7 @@ def block_mask(
 
     A ``DTensor`` ``x`` (``Shard(0)``/``Shard(1)`` on one mesh dim, ``Replicate()`` on the
     others) gets the same mask as the whole tensor would, as a DTensor placed like ``x``,
-    computed shard by shard with collectives over small data (see ``kernels._sharded``).
+    computed shard by shard with collectives over small data (see ``blocksparsity.kernels._sharded``).
     """
     mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, backend=backend)
     raise_if_nonfinite(bad)

@@ -1,28 +1,43 @@
-"""Sparsifiers, schedulers and Lightning callbacks built on ``kernels``.
+"""blocksparsity: block-norm data sparsity for PyTorch, driven from Lightning.
 
-Same contract as ``torch.ao.pruning._experimental.data_sparsifier``: switch by changing
-the import. Also: 2:4 export (``sparsity.export``) and compact sparse checkpoints
-(``sparsity.checkpoint``). The Lightning callbacks are imported on first use, so
-``import sparsity`` does not import Lightning.
+Sparsifiers and schedulers with the contract of ``torch.ao.pruning._experimental.data_sparsifier``
+(switch by changing the import), the Lightning callbacks ``PostTrainingDataSparsity`` and
+``TrainingAwareDataSparsity``, 2:4 export (``blocksparsity.export``) and compact sparse
+checkpoints (``blocksparsity.checkpoint``), all on the kernels of ``blocksparsity.kernels``.
+
+The public names load on first use (PEP 562): ``import blocksparsity.kernels`` runs this module
+first, and the kernel API must not pay for Lightning or the sparsifier modules.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from sparsity.base_sparsifier import SUPPORTED_TYPES, BaseDataSparsifier, UnknownDataError
-from sparsity.checkpoint import CheckpointError, load_sparse, save_sparse, sparsify_state_dict
-from sparsity.export import is_n_m_sparse, to_semi_structured
-from sparsity.norm_sparsifier import DataNormSparsifier
-from sparsity.schedulers import (
-    BaseDataScheduler,
-    CubicSLScheduler,
-    LambdaSLScheduler,
-    LinearSLScheduler,
-    StepSLScheduler,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-_CALLBACKS = ("PostTrainingDataSparsity", "TrainingAwareDataSparsity")
+__version__ = "0.2.0"
 
-__all__ = [
+# public name -> the module that defines it
+_PUBLIC = {
+    "SUPPORTED_TYPES": "blocksparsity.base_sparsifier",
+    "BaseDataSparsifier": "blocksparsity.base_sparsifier",
+    "UnknownDataError": "blocksparsity.base_sparsifier",
+    "DataNormSparsifier": "blocksparsity.norm_sparsifier",
+    "BaseDataScheduler": "blocksparsity.schedulers",
+    "CubicSLScheduler": "blocksparsity.schedulers",
+    "LambdaSLScheduler": "blocksparsity.schedulers",
+    "LinearSLScheduler": "blocksparsity.schedulers",
+    "StepSLScheduler": "blocksparsity.schedulers",
+    "PostTrainingDataSparsity": "blocksparsity.callbacks",
+    "TrainingAwareDataSparsity": "blocksparsity.callbacks",
+    "CheckpointError": "blocksparsity.checkpoint",
+    "load_sparse": "blocksparsity.checkpoint",
+    "save_sparse": "blocksparsity.checkpoint",
+    "sparsify_state_dict": "blocksparsity.checkpoint",
+    "is_n_m_sparse": "blocksparsity.export",
+    "to_semi_structured": "blocksparsity.export",
+}
+
+__all__ = [  # the keys of _PUBLIC, and the version
     "SUPPORTED_TYPES",
     "BaseDataScheduler",
     "BaseDataSparsifier",
@@ -35,6 +50,7 @@ __all__ = [
     "StepSLScheduler",
     "TrainingAwareDataSparsity",
     "UnknownDataError",
+    "__version__",
     "is_n_m_sparse",
     "load_sparse",
     "save_sparse",
@@ -42,10 +58,29 @@ __all__ = [
     "to_semi_structured",
 ]
 
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from blocksparsity.base_sparsifier import SUPPORTED_TYPES, BaseDataSparsifier, UnknownDataError
+    from blocksparsity.callbacks import PostTrainingDataSparsity, TrainingAwareDataSparsity
+    from blocksparsity.checkpoint import CheckpointError, load_sparse, save_sparse, sparsify_state_dict
+    from blocksparsity.export import is_n_m_sparse, to_semi_structured
+    from blocksparsity.norm_sparsifier import DataNormSparsifier
+    from blocksparsity.schedulers import (
+        BaseDataScheduler,
+        CubicSLScheduler,
+        LambdaSLScheduler,
+        LinearSLScheduler,
+        StepSLScheduler,
+    )
+
 
 def __getattr__(name: str) -> Any:
-    if name in _CALLBACKS:
-        from sparsity import callbacks
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'blocksparsity' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return getattr(callbacks, name)
-    raise AttributeError(f"module 'sparsity' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-import kernels
+from blocksparsity import kernels
 
 __all__ = ["SUPPORTED_TYPES", "BaseDataSparsifier", "UnknownDataError"]
 

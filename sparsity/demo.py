@@ -1,7 +1,7 @@
 """The main job: train a small recommender-style model (an embedding table and an MLP) on
 synthetic data with both sparsity callbacks, then compare dense and sparsified models.
 
-    python -m sparsity.demo [--epochs 4] [--samples 20000]
+    python -m blocksparsity.demo [--epochs 4] [--samples 20000]
 
 Runs on the CPU, or on CUDA when present (where the masks come from the Triton kernels).
 """
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from sparsity import CubicSLScheduler, DataNormSparsifier, PostTrainingDataSparsity, TrainingAwareDataSparsity
+from blocksparsity import CubicSLScheduler, DataNormSparsifier, PostTrainingDataSparsity, TrainingAwareDataSparsity
 
 N_ITEMS, EMBED_DIM, N_FEATURES = 1000, 32, 16
 

@@ -4,7 +4,7 @@
 every rank, for plain tensors (DDP replicas); the ranks holding the same shard, for
 ``DTensor`` masks (the ``Replicate()`` mesh dims, as in HSDP). A mask sharded over a 1-D
 mesh has one holder per shard: there is nothing to compare, and the exact sharded
-selection of ``kernels`` makes its shards consistent by construction.
+selection of ``blocksparsity.kernels`` makes its shards consistent by construction.
 
 ``count_zeros(masks)`` counts the zeros of every mask over the whole tensor (summing the
 shards of DTensor masks once each) with at most one all-reduce and one host sync.
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
-from kernels._common import is_dtensor
+from blocksparsity.kernels._common import is_dtensor
 
 __all__ = ["assert_masks_agree", "count_zeros", "disagreeing_masks", "mask_fingerprint"]
 

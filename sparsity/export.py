@@ -6,7 +6,7 @@ faster, through ``torch.sparse.to_sparse_semi_structured``. ``to_semi_structured
 model's qualifying ``nn.Linear`` weights for such tensors and leaves every other layer dense
 with a logged reason. It never prunes: a weight that is not already exactly 2:4 stays dense
 ("not 2:4"). Make weights 2:4 first, e.g. with ``DataNormSparsifier`` (or
-``kernels.sparsify``) with ``(1, 4)`` blocks, ``zeros_per_block=2`` and ``sparsity_level=1.0``,
+``blocksparsity.kernels.sparsify``) with ``(1, 4)`` blocks, ``zeros_per_block=2`` and ``sparsity_level=1.0``,
 then squash the mask into the weights.
 
 A weight qualifies when it is 2:4 along its rows (the input dimension of ``(out, in)``), lies

@@ -1,4 +1,4 @@
-"""DataNormSparsifier: block-norm masks from ``kernels``, torch.ao's arguments plus ``backend``."""
+"""DataNormSparsifier: block-norm masks from ``blocksparsity.kernels``, torch.ao's arguments plus ``backend``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-import kernels
-from kernels.api import check_block_shape, check_norm, check_zeros_per_block
-from sparsity._level import sparsifier_level
-from sparsity.base_sparsifier import BaseDataSparsifier
+from blocksparsity import kernels
+from blocksparsity._level import sparsifier_level
+from blocksparsity.base_sparsifier import BaseDataSparsifier
+from blocksparsity.kernels.api import check_block_shape, check_norm, check_zeros_per_block
 
 __all__ = ["DataNormSparsifier"]
 
@@ -29,17 +29,17 @@ class DataNormSparsifier(BaseDataSparsifier):
 
     A scheduled ``sparsity_level`` above 1 (``StepSLScheduler`` with ``gamma=2`` gets
     there) prunes every block, as in torch.ao, with one warning; a level is checked when
-    stored and when masks are made from it (``sparsity._level`` states the rule).
+    stored and when masks are made from it (``blocksparsity._level`` states the rule).
 
     Sharded data (``DTensor``: FSDP2 parameters) gets the masks of the whole tensors, as
-    DTensors sharded like the data, computed shard by shard (see ``kernels.block_mask``);
+    DTensors sharded like the data, computed shard by shard (see ``blocksparsity.kernels.block_mask``);
     ``step()`` still syncs once for all tensors.
 
     Args:
         data_list: ``(name, data)`` pairs to add now.
         sparsity_level, sparse_block_shape, zeros_per_block: default config of each tensor.
         norm: ``"L1"`` or ``"L2"``.
-        backend: ``"auto"``, ``"triton"`` or ``"torch"`` (see ``kernels``).
+        backend: ``"auto"``, ``"triton"`` or ``"torch"`` (see ``blocksparsity.kernels``).
     """
 
     def __init__(

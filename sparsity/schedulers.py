@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from typing import Any
 
-from sparsity.base_sparsifier import BaseDataSparsifier
+from blocksparsity.base_sparsifier import BaseDataSparsifier
 
 __all__ = ["BaseDataScheduler", "CubicSLScheduler", "LambdaSLScheduler", "LinearSLScheduler", "StepSLScheduler"]
 

@@ -12,11 +12,11 @@ os.environ["TRITON_INTERPRET"] = "0"
 import triton
 from triton.backends.compiler import GPUTarget
 
-from kernels._triton import _config
-from kernels._triton.apply_mask import _apply_mask_kernel
-from kernels._triton.block_mask import _block_mask_kernel
-from kernels._triton.block_norm import _block_norm_kernel
-from kernels._triton.select import (
+from blocksparsity.kernels._triton import _config
+from blocksparsity.kernels._triton.apply_mask import _apply_mask_kernel
+from blocksparsity.kernels._triton.block_mask import _block_mask_kernel
+from blocksparsity.kernels._triton.block_norm import _block_norm_kernel
+from blocksparsity.kernels._triton.select import (
     RADIX_DIGITS,
     _radix_histogram_kernel,
     _radix_pick_kernel,

@@ -1,18 +1,42 @@
-"""Test setup. Without a GPU, Triton kernels run on CPU tensors in Triton's interpreter:
-TRITON_INTERPRET must be set before the first Triton kernel is defined, so it is set here,
-before any test module imports the backend."""
+"""Test setup.
+
+The checkout's folders ``kernels/`` and ``sparsity/`` install as ``blocksparsity.kernels`` and
+``blocksparsity``; the tests use the installed package. Put first on ``sys.path`` (``python -m
+pytest`` puts the working directory there), the checkout root would make ``import kernels``
+find our folder instead of Hugging Face's ``kernels``, which transformers imports. So the root
+is moved behind site-packages, where it still serves ``tests`` and ``benchmarks``
+(pytest's ``--import-mode=append``, in pyproject.toml, puts it there too).
+
+Without a GPU, Triton kernels run on CPU tensors in Triton's interpreter: TRITON_INTERPRET must
+be set before the first Triton kernel is defined, so it is set here, before any test module
+imports the backend."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _checkout_root_last() -> None:
+    def is_root(entry: str) -> bool:
+        return Path(entry or os.getcwd()).resolve() == ROOT
+
+    if any(is_root(entry) for entry in sys.path):
+        sys.path[:] = [entry for entry in sys.path if not is_root(entry)] + [str(ROOT)]
+
+
+_checkout_root_last()
+
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from kernels import _dispatch
+from blocksparsity.kernels import _dispatch  # noqa: E402
 
 
 def triton_devices() -> list[str]:

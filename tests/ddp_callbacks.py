@@ -10,8 +10,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import Logger
 
-from sparsity import DataNormSparsifier, PostTrainingDataSparsity, StepSLScheduler, TrainingAwareDataSparsity
-from sparsity.distributed import disagreeing_masks
+from blocksparsity import DataNormSparsifier, PostTrainingDataSparsity, StepSLScheduler, TrainingAwareDataSparsity
+from blocksparsity.distributed import disagreeing_masks
 from tests.lightning_models import TinyModule, loader
 
 warnings.filterwarnings("ignore")

@@ -22,10 +22,9 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor, init_device_mesh
 from torch.distributed.tensor.placement_types import _StridedShard
 
-import kernels
-from kernels._collectives import count_traffic
-from sparsity import DataNormSparsifier
-from sparsity.distributed import assert_masks_agree, count_zeros, disagreeing_masks
+from blocksparsity import DataNormSparsifier, kernels
+from blocksparsity.distributed import assert_masks_agree, count_zeros, disagreeing_masks
+from blocksparsity.kernels._collectives import count_traffic
 
 WORLD = 2
 DEVICE = sys.argv[3] if len(sys.argv) > 3 else "cpu"

@@ -19,7 +19,7 @@ from torch import nn
 from benchmarks.accuracy import methods, study
 from benchmarks.accuracy.__main__ import parse
 from benchmarks.accuracy.methods import LEVELS, METHODS_BY_KEY, Plan, cubic, modelpruning_amount
-from sparsity import CubicSLScheduler, DataNormSparsifier
+from blocksparsity import CubicSLScheduler, DataNormSparsifier
 
 ROOT = Path(__file__).resolve().parent.parent
 

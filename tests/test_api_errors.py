@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from kernels import _dispatch
+from blocksparsity import kernels
+from blocksparsity.kernels import _dispatch
 from tests.conftest import triton_devices
 
 BACKENDS = ["torch"] + (["triton"] if "cpu" in triton_devices() else [])

@@ -1,4 +1,4 @@
-"""Every backend module fulfils the contract ``kernels._backend.Backend`` declares: each
+"""Every backend module fulfils the contract ``blocksparsity.kernels._backend.Backend`` declares: each
 function, with the declared parameters in order (a backend may add keyword-only ones with
 defaults), and the constants saying its name and whether it syncs before writing."""
 
@@ -8,17 +8,17 @@ import inspect
 
 import pytest
 
-from kernels import _backend, _common, _dispatch
+from blocksparsity.kernels import _backend, _common, _dispatch
 
 MEMBERS = [name for name, value in vars(_backend.Backend).items() if inspect.isfunction(value) and not name.startswith("_")]
 
 
 def _modules():
-    from kernels import _torch
+    from blocksparsity.kernels import _torch
 
     modules = [_torch]
     if _dispatch.triton_installed():
-        from kernels import _triton
+        from blocksparsity.kernels import _triton
 
         modules.append(_triton)
     return modules

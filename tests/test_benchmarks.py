@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
 from benchmarks import eager_contender, figures, harness, report, targets
 from benchmarks.bandwidth import CopyBandwidth, bytes_moved
 from benchmarks.cases import Case, default_cases
 from benchmarks.contenders import CONTENDERS, Contender
 from benchmarks.harness import Budget, CaseResult, Measurement, Run, Settings
+from blocksparsity import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 

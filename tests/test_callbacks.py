@@ -13,16 +13,16 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from torch import nn
 
-import kernels
-from sparsity import (
+from blocksparsity import (
     CubicSLScheduler,
     DataNormSparsifier,
     LinearSLScheduler,
     PostTrainingDataSparsity,
     StepSLScheduler,
     TrainingAwareDataSparsity,
+    kernels,
 )
-from sparsity.callbacks import _model
+from blocksparsity.callbacks import _model
 from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 
 pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
+from blocksparsity import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sparsity import DataNormSparsifier, PostTrainingDataSparsity
+from blocksparsity import DataNormSparsifier, PostTrainingDataSparsity
 from tests.conftest import requires_cuda
 from tests.lightning_models import TinyModule
 

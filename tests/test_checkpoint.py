@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-import kernels
-from sparsity.checkpoint import (
+from blocksparsity import kernels
+from blocksparsity.checkpoint import (
     FORMAT_NAME,
     CheckpointError,
     load_sparse,
@@ -24,9 +24,9 @@ from sparsity.checkpoint import (
     save_sparse,
     sparsify_state_dict,
 )
-from sparsity.checkpoint._bits import pack_bits, unpack_bits
-from sparsity.checkpoint._cli import main
-from sparsity.checkpoint._format import decode_entry, encode_tensor
+from blocksparsity.checkpoint._bits import pack_bits, unpack_bits
+from blocksparsity.checkpoint._cli import main
+from blocksparsity.checkpoint._format import decode_entry, encode_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
@@ -272,7 +272,7 @@ def test_foreign_and_future_files_are_refused(tmp_path):
         ("kind", "zstd", "unknown kind 'zstd'"),
     ],
 )
-@pytest.mark.filterwarnings("ignore::sparsity.checkpoint.UncheckedCheckpointWarning")  # a version 1 entry
+@pytest.mark.filterwarnings("ignore::blocksparsity.checkpoint.UncheckedCheckpointWarning")  # a version 1 entry
 def test_corrupt_entries_are_refused(tmp_path, field, value, message):
     x = torch.zeros(8, 8)
     x[:, :4] = 1.0
@@ -412,7 +412,7 @@ def test_cli_plain_state_dict_two_four(tmp_path, capsys):
     assert main(args) == 0
     assert "(state_dict, 5 entries)" in capsys.readouterr().out
     got = load_sparse(tmp_path / "out.pt")
-    from sparsity.export import is_n_m_sparse
+    from blocksparsity.export import is_n_m_sparse
 
     assert is_n_m_sparse(got["1.weight"]) and is_n_m_sparse(got["0.weight"]) and torch.equal(got["1.bias"], state["1.bias"])
 
@@ -467,7 +467,7 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
 def test_python_dash_m_entry_point(tmp_path):
     torch.save({"w": rand(64, 64)}, tmp_path / "in.pt")
     done = subprocess.run(
-        [sys.executable, "-m", "sparsity.checkpoint", str(tmp_path / "in.pt"), str(tmp_path / "out.pt"), "--level", "0.5"],
+        [sys.executable, "-m", "blocksparsity.checkpoint", str(tmp_path / "in.pt"), str(tmp_path / "out.pt"), "--level", "0.5"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

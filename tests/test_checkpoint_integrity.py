@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
-from sparsity.checkpoint import (
+from blocksparsity import kernels
+from blocksparsity.checkpoint import (
     CheckpointError,
     UncheckedCheckpointWarning,
     default_max_bytes,
@@ -27,9 +27,9 @@ from sparsity.checkpoint import (
     read_checkpoint,
     save_sparse,
 )
-from sparsity.checkpoint._cli import main
-from sparsity.checkpoint._files import remove_stale_temporaries
-from sparsity.checkpoint._format import digest, make_payload
+from blocksparsity.checkpoint._cli import main
+from blocksparsity.checkpoint._files import remove_stale_temporaries
+from blocksparsity.checkpoint._format import digest, make_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 V1_FIXTURE = ROOT / "tests" / "data" / "sparse_checkpoint_v1.pt"
@@ -124,7 +124,7 @@ def test_version_1_file_loads_and_says_it_has_no_checksum():
     assert got["epoch"] == 2
 
 
-@pytest.mark.filterwarnings("ignore::sparsity.checkpoint.UncheckedCheckpointWarning")
+@pytest.mark.filterwarnings("ignore::blocksparsity.checkpoint.UncheckedCheckpointWarning")
 def test_version_1_layout_edits_that_disagree_with_the_stored_sizes_are_refused(tmp_path):
     """Without checksums, sizes still have to agree: 64x64 cut to 30x128 keeps the 256 block
     bits but puts whole stored blocks beyond the tensor; bits set past the last entry."""
@@ -278,7 +278,7 @@ def test_cli_sigterm_mid_write_leaves_nothing(tmp_path):
     src, out = _input(tmp_path), tmp_path / "out.pt"
     script = textwrap.dedent(f"""
         import sys, time, torch
-        from sparsity.checkpoint._cli import main
+        from blocksparsity.checkpoint._cli import main
         real_save = torch.save
         def slow_save(obj, f):
             real_save(obj, f)

@@ -1,4 +1,4 @@
-"""Sparse checkpoints back into Lightning: ``python -m sparsity.checkpoint``'s output on a real
+"""Sparse checkpoints back into Lightning: ``python -m blocksparsity.checkpoint``'s output on a real
 Lightning ``.ckpt``, read by ``load_from_checkpoint`` and ``fit(ckpt_path=...)`` through
 ``load_lightning_checkpoint`` / ``write_lightning_checkpoint``, without the stale training-aware state."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsity.checkpoint import (
+from blocksparsity.checkpoint import (
     CheckpointError,
     load_lightning_checkpoint,
     load_sparse,
@@ -32,7 +32,7 @@ def _sparse_from_lightning(tmp_path: Path, *options: str) -> tuple[Path, Path]:
     _fit_with_checkpoints(lambda: [_inplace()], tmp_path)
     last, out = tmp_path / "epoch=3-step=32.ckpt", tmp_path / "sparse.pt"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "sparsity.checkpoint", str(last), str(out), "--level", "0.75",
+    done = subprocess.run([sys.executable, "-m", "blocksparsity.checkpoint", str(last), str(out), "--level", "0.75",
                            "--min-numel", "1", *options], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return last, out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
+from blocksparsity import kernels
 from tests.conftest import requires_cuda
 
 pytestmark = [requires_cuda, pytest.mark.cuda]

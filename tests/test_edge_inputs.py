@@ -9,8 +9,7 @@ import math
 import pytest
 import torch
 
-import kernels
-from sparsity import CubicSLScheduler, DataNormSparsifier, LinearSLScheduler, PostTrainingDataSparsity
+from blocksparsity import CubicSLScheduler, DataNormSparsifier, LinearSLScheduler, PostTrainingDataSparsity, kernels
 from tests import naive
 from tests.conftest import triton_devices
 
@@ -120,9 +119,9 @@ def test_huge_block_on_every_backend(backend):
 def test_large_blocks_sum_in_order(bs):
     """Blocks of more than SEQUENTIAL_SUM_MIN elements are summed another way (numpy's
     float32 accumulate): the same bits as the one-position-at-a-time sum, partial edges too."""
-    from kernels._common import block_grid
-    from kernels._torch import _blocks, _policy
-    from kernels._torch.block_norm import block_sums, blocked_sums
+    from blocksparsity.kernels._common import block_grid
+    from blocksparsity.kernels._torch import _blocks, _policy
+    from blocksparsity.kernels._torch.block_norm import block_sums, blocked_sums
 
     x = rand(150, 170, seed=9) * torch.linspace(1e-3, 1e3, 170)
     h, w = x.shape
@@ -303,7 +302,7 @@ def test_callback_good_device_and_flags():
 
 
 def test_sparsify_state_dict_keeps_float64_with_its_reason():
-    from sparsity.checkpoint import sparsify_state_dict
+    from blocksparsity.checkpoint import sparsify_state_dict
 
     state = {"w64": rand(64, 64).double(), "w32": rand(64, 64)}
     out, records = sparsify_state_dict(state, 0.5)

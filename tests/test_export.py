@@ -10,8 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-import kernels
-from sparsity.export import ExportRecord, format_export_report, hardware_reason, is_n_m_sparse, n_m_violation, to_semi_structured
+from blocksparsity import kernels
+from blocksparsity.export import (
+    ExportRecord,
+    format_export_report,
+    hardware_reason,
+    is_n_m_sparse,
+    n_m_violation,
+    to_semi_structured,
+)
 from tests.conftest import requires_cuda
 
 MULTIPLES = "both sizes must be multiples of (and at least)"
@@ -121,7 +128,7 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 def test_exporter_on_cpu_changes_nothing_and_says_why(caplog):
     model = Net()
     before, params = snapshot(model), dict(model.named_parameters())
-    with caplog.at_level(logging.INFO, logger="sparsity.export"):
+    with caplog.at_level(logging.INFO, logger="blocksparsity.export"):
         report = to_semi_structured(model)
     assert [r.name for r in report] == ["up", "block.0", "block.1"]
     assert [r.is_2_4 for r in report] == [True, True, False]
@@ -340,8 +347,7 @@ def test_gpt2_conv1d_layers_are_listed_not_skipped():
 def test_conv1d_export_swaps_in_an_equivalent_linear(monkeypatch):
     """The swap itself, with the hardware check passed and a stand-in for the sparse class
     (no sparse tensor cores here): the new nn.Linear computes what the Conv1D computed."""
-    import sparsity.export as export
-
+    import blocksparsity.export as export
     monkeypatch.setattr(export, "hardware_reason", lambda *args: None)
     monkeypatch.setattr(export, "_backend", lambda: ("fake", FakeSemiStructured))
     block = nn.Sequential(conv1d_2_4_along_inputs(64, 32), nn.ReLU(), nn.Linear(32, 8))

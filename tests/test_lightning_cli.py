@@ -11,14 +11,14 @@ import pytest
 import torch
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from sparsity import (
+from blocksparsity import (
     CubicSLScheduler,
     DataNormSparsifier,
     PostTrainingDataSparsity,
     StepSLScheduler,
     TrainingAwareDataSparsity,
 )
-from sparsity.callbacks import weight_matrices
+from blocksparsity.callbacks import weight_matrices
 from tests.lightning_models import WARNING_FILTERS, TinyData, TinyModule, ramp_ends_late
 
 pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
@@ -50,9 +50,9 @@ def readme_command() -> list[str]:
 @ramp_ends_late
 def test_the_readme_config(tmp_path):
     (config,) = re.findall(r"```yaml\n(.*?)```", README, flags=re.S)
-    (tmp_path / "sparsity.yaml").write_text(config)
+    (tmp_path / "blocksparsity.yaml").write_text(config)
     run = tmp_path / "run"
-    cli = _cli(["--config", str(tmp_path / "sparsity.yaml"), f"--trainer.default_root_dir={run}"],
+    cli = _cli(["--config", str(tmp_path / "blocksparsity.yaml"), f"--trainer.default_root_dir={run}"],
                save_config_callback=SaveConfigCallback)
     pt, ta = _ours(cli)
     assert type(pt) is PostTrainingDataSparsity and type(ta) is TrainingAwareDataSparsity
@@ -68,8 +68,8 @@ def test_the_readme_config(tmp_path):
 
     # the config LightningCLI saved (classes and the filter function by import path) runs again, to the same masks
     saved = (run / "config.yaml").read_text()
-    assert "data_sparsifier_class: sparsity.DataNormSparsifier" in saved
-    assert "param_filter: sparsity.callbacks.weight_matrices" in saved
+    assert "data_sparsifier_class: blocksparsity.DataNormSparsifier" in saved
+    assert "param_filter: blocksparsity.callbacks.weight_matrices" in saved
     again = _ours(LightningCLI(TinyModule, TinyData, args=["fit", "--config", str(run / "config.yaml")],
                                save_config_callback=None))
     for before, after in zip((pt, ta), again, strict=True):
@@ -85,10 +85,10 @@ def test_the_readme_command_line():
 
 
 def test_command_line_scheduler_and_filter_function_by_import_path():
-    cli = _cli(["--trainer.callbacks+=sparsity.TrainingAwareDataSparsity",
-                "--trainer.callbacks.data_sparsifier_class=sparsity.DataNormSparsifier",
+    cli = _cli(["--trainer.callbacks+=blocksparsity.TrainingAwareDataSparsity",
+                "--trainer.callbacks.data_sparsifier_class=blocksparsity.DataNormSparsifier",
                 "--trainer.callbacks.data_sparsifier_args={sparsity_level: 0.5}",
-                "--trainer.callbacks.data_scheduler_class=sparsity.StepSLScheduler",
+                "--trainer.callbacks.data_scheduler_class=blocksparsity.StepSLScheduler",
                 "--trainer.callbacks.data_scheduler_args={gamma: 1.0}",
                 "--trainer.callbacks.param_filter=tests.lightning_models.mlp_only"])
     (ta,) = _ours(cli)
@@ -97,17 +97,17 @@ def test_command_line_scheduler_and_filter_function_by_import_path():
 
 
 def test_classes_by_import_path_in_python_and_bad_paths():
-    pt = PostTrainingDataSparsity("sparsity.DataNormSparsifier", {"sparsity_level": 0.5})
-    ta = TrainingAwareDataSparsity("sparsity.norm_sparsifier:DataNormSparsifier", {}, "sparsity.StepSLScheduler", {})
+    pt = PostTrainingDataSparsity("blocksparsity.DataNormSparsifier", {"sparsity_level": 0.5})
+    ta = TrainingAwareDataSparsity("blocksparsity.norm_sparsifier:DataNormSparsifier", {}, "blocksparsity.StepSLScheduler", {})
     assert pt.data_sparsifier_class is ta.data_sparsifier_class is DataNormSparsifier
     assert ta.data_scheduler_class is StepSLScheduler
-    with pytest.raises(ValueError, match=r"data_sparsifier_class='sparsity.NoSuchSparsifier'.*no attribute"):
-        PostTrainingDataSparsity("sparsity.NoSuchSparsifier", {})
+    with pytest.raises(ValueError, match=r"data_sparsifier_class='blocksparsity.NoSuchSparsifier'.*no attribute"):
+        PostTrainingDataSparsity("blocksparsity.NoSuchSparsifier", {})
     with pytest.raises(ValueError, match=r"data_scheduler_class='no_such_package.Scheduler'.*cannot import"):
         TrainingAwareDataSparsity(DataNormSparsifier, {}, "no_such_package.Scheduler", {})
     with pytest.raises(ValueError, match=r"data_sparsifier_class must be a class or its import path"):
         PostTrainingDataSparsity("DataNormSparsifier", {})
-    with pytest.raises(TypeError, match=r"data_sparsifier_class must be a subclass of sparsity.BaseDataSparsifier"):
-        PostTrainingDataSparsity("sparsity.StepSLScheduler", {})
+    with pytest.raises(TypeError, match=r"data_sparsifier_class must be a subclass of blocksparsity.BaseDataSparsifier"):
+        PostTrainingDataSparsity("blocksparsity.StepSLScheduler", {})
     with pytest.raises(TypeError, match=r"data_scheduler_class must be a class"):
-        TrainingAwareDataSparsity(DataNormSparsifier, {}, "sparsity.callbacks.weight_matrices", {})
+        TrainingAwareDataSparsity(DataNormSparsifier, {}, "blocksparsity.callbacks.weight_matrices", {})

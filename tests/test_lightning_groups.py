@@ -13,16 +13,16 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-import kernels
-from sparsity import (
+from blocksparsity import (
     CubicSLScheduler,
     DataNormSparsifier,
     LinearSLScheduler,
     PostTrainingDataSparsity,
     StepSLScheduler,
     TrainingAwareDataSparsity,
+    kernels,
 )
-from sparsity.callbacks import _report
+from blocksparsity.callbacks import _report
 from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 
 pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
@@ -253,20 +253,20 @@ def test_two_named_groups_from_a_lightning_cli_config(tmp_path):
     config.write_text("""\
 trainer:
   callbacks:
-    - class_path: sparsity.TrainingAwareDataSparsity
+    - class_path: blocksparsity.TrainingAwareDataSparsity
       init_args:
-        data_sparsifier_class: sparsity.DataNormSparsifier
+        data_sparsifier_class: blocksparsity.DataNormSparsifier
         data_sparsifier_args: {sparsity_level: 0.5, sparse_block_shape: [1, 4], zeros_per_block: 4}
-        data_scheduler_class: sparsity.CubicSLScheduler
+        data_scheduler_class: blocksparsity.CubicSLScheduler
         data_scheduler_args: {init_sl: 0.0, init_t: 0, delta_t: 1, total_t: 1}
         inplace: true
         param_filter: embed.*
         name: embeddings
-    - class_path: sparsity.TrainingAwareDataSparsity
+    - class_path: blocksparsity.TrainingAwareDataSparsity
       init_args:
-        data_sparsifier_class: sparsity.DataNormSparsifier
+        data_sparsifier_class: blocksparsity.DataNormSparsifier
         data_sparsifier_args: {sparsity_level: 1.0, sparse_block_shape: [1, 4], zeros_per_block: 2}
-        data_scheduler_class: sparsity.StepSLScheduler
+        data_scheduler_class: blocksparsity.StepSLScheduler
         data_scheduler_args: {gamma: 1.0}
         inplace: true
         param_filter: mlp.*.weight

@@ -1,6 +1,6 @@
 """The callbacks in the loops and with the tools of a real Lightning run: mixed precision,
 gradient accumulation, ``max_steps``, validation and test runs, CSV and TensorBoard loggers,
-``ModelCheckpoint`` and resume, and ``python -m sparsity.checkpoint`` on the real ``.ckpt``."""
+``ModelCheckpoint`` and resume, and ``python -m blocksparsity.checkpoint`` on the real ``.ckpt``."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-import kernels
-from sparsity import (
+from blocksparsity import (
     CubicSLScheduler,
     DataNormSparsifier,
     LinearSLScheduler,
     PostTrainingDataSparsity,
     StepSLScheduler,
     TrainingAwareDataSparsity,
+    kernels,
 )
-from sparsity.checkpoint import load_sparse
+from blocksparsity.checkpoint import load_sparse
 from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 
 pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
@@ -221,7 +221,7 @@ def test_the_checkpoint_tool_sparsifies_a_real_lightning_checkpoint(tmp_path):
     (ta,), _, _ = _fit_with_checkpoints(lambda: [_inplace()], tmp_path)
     last, out = tmp_path / "epoch=3-step=32.ckpt", tmp_path / "sparse.pt"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "sparsity.checkpoint", str(last), str(out), "--level", "0.75",
+    done = subprocess.run([sys.executable, "-m", "blocksparsity.checkpoint", str(last), str(out), "--level", "0.75",
                            "--min-numel", "1"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "lightning" in done.stdout and "pruned 3 of 5 tensors" in done.stdout

@@ -8,15 +8,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
-from kernels._common import PRUNE_ALL_BITS, Threshold
+from blocksparsity import kernels
+from blocksparsity.kernels._common import PRUNE_ALL_BITS, Threshold
 from tests.conftest import triton_devices
 
 BACKENDS = ["torch"] + (["triton"] if triton_devices() else [])
 
 
 def _impl(name: str):
-    from kernels import _dispatch
+    from blocksparsity.kernels import _dispatch
 
     return _dispatch.resolve(name, torch.device(triton_devices()[0] if name == "triton" else "cpu"))
 

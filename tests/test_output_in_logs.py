@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_WITH_TQDM_BAR = """
 import lightning.pytorch.trainer.connectors.callback_connector as connector
 connector._RICH_AVAILABLE = False
-from sparsity.demo import main
+from blocksparsity.demo import main
 main(["--epochs", "2", "--samples", "3000"])
 """
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-import kernels
-from sparsity import (
+from blocksparsity import (
     DataNormSparsifier,
     LinearSLScheduler,
     PostTrainingDataSparsity,
     StepSLScheduler,
     TrainingAwareDataSparsity,
+    kernels,
 )
-from sparsity.callbacks import weight_matrices
+from blocksparsity.callbacks import weight_matrices
 from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 from tests.real_models import (
     Wrapped,

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from sparsity import (
+from blocksparsity import (
     CubicSLScheduler,
     DataNormSparsifier,
     LambdaSLScheduler,

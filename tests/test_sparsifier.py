@@ -1,4 +1,4 @@
-"""sparsity.DataNormSparsifier / BaseDataSparsifier: torch.ao's contract, exact masks,
+"""blocksparsity.DataNormSparsifier / BaseDataSparsifier: torch.ao's contract, exact masks,
 state round trips, invariants and bad input."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import sparsity
-from sparsity import DataNormSparsifier, UnknownDataError
+import blocksparsity
+from blocksparsity import DataNormSparsifier, UnknownDataError
 from tests import naive
 
 try:
@@ -148,7 +148,7 @@ def test_loads_a_torch_ao_state_dict():
 
 def test_pickling_round_trip_with_a_scheduler_attached():
     s = DataNormSparsifier(model_data(5), sparsity_level=0.25)
-    sparsity.StepSLScheduler(s)
+    blocksparsity.StepSLScheduler(s)
     s.step()
     restored = pickle.loads(pickle.dumps(s))
     assert restored.data_groups == s.data_groups
@@ -211,7 +211,7 @@ def test_a_bad_scheduled_level_fails_at_step_and_changes_no_mask(level):
 
 
 def test_sparsifier_level_rule():
-    from sparsity._level import sparsifier_level
+    from blocksparsity._level import sparsifier_level
 
     assert sparsifier_level(0, "x") == (0.0, False) and sparsifier_level(0.25, "x") == (0.25, False)
     assert sparsifier_level(1, "x") == (1.0, False) and sparsifier_level(2.0, "x") == (1.0, True)
@@ -245,7 +245,7 @@ def test_attach_points_at_the_data_without_a_masked_copy():
 def test_step_checks_all_tensors_with_one_host_sync(monkeypatch):
     """With the kernels' CPU shortcuts off (reads that would stall a GPU), step() reads the
     device once, for all tensors."""
-    from kernels._torch import _policy
+    from blocksparsity.kernels._torch import _policy
 
     s = DataNormSparsifier([(f"t{i}", torch.randn(16, 16)) for i in range(12)], sparsity_level=0.5)
     calls = []
@@ -260,8 +260,8 @@ def test_step_checks_all_tensors_with_one_host_sync(monkeypatch):
 
 def test_no_torch_ao_import_at_run_time():
     code = (
-        "import sys, torch, sparsity\n"
-        "s = sparsity.DataNormSparsifier([('w', torch.randn(8, 8))]); sparsity.StepSLScheduler(s); s.step()\n"
+        "import sys, torch, blocksparsity\n"
+        "s = blocksparsity.DataNormSparsifier([('w', torch.randn(8, 8))]); blocksparsity.StepSLScheduler(s); s.step()\n"
         "s.squash_mask()\n"
         "print(sorted(m for m in sys.modules if m.startswith('torch.ao.pruning')))\n"
     )

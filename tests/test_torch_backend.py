@@ -1,4 +1,4 @@
-"""The torch backend against the reference (``kernels.naive``, a brute-force statement of
+"""The torch backend against the reference (``blocksparsity.kernels.naive``, a brute-force statement of
 the semantics) and against torch.ao's DataNormSparsifier; its host-read shortcuts against
 its sync-free code."""
 
@@ -11,11 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernels
-from kernels import naive
-from kernels._torch import _config as torch_config
-from kernels._torch import _policy
-from kernels._torch.select import kthvalue_threshold, select_threshold
+from blocksparsity import kernels
+from blocksparsity.kernels import naive
+from blocksparsity.kernels._torch import _config as torch_config
+from blocksparsity.kernels._torch import _policy
+from blocksparsity.kernels._torch.select import kthvalue_threshold, select_threshold
 
 try:
     from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier

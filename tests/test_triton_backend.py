@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels
+from blocksparsity import kernels
 from tests.conftest import triton_devices
 
 DEVICES = triton_devices()
@@ -122,9 +122,9 @@ def test_finite_data_whose_squares_overflow_is_not_rejected(device):
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("kind", ["random", "ties"])
 def test_masks_equal_the_reference(device, case, kind):
-    """The Triton backend against ``kernels.naive`` (the plain statement of the semantics),
+    """The Triton backend against ``blocksparsity.kernels.naive`` (the plain statement of the semantics),
     not only against the torch backend: masks exactly, scores to float32 rounding."""
-    from kernels import naive
+    from blocksparsity.kernels import naive
 
     shape, bs, zpb = CASES[case]
     x = data(shape, seed=100 + case, kind=kind, device=device)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels import _dispatch
+from blocksparsity.kernels import _dispatch
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelPruning
 from torch import nn
 
 from benchmarks.accuracy.tasks import pruned
-from sparsity import CubicSLScheduler, DataNormSparsifier, PostTrainingDataSparsity, TrainingAwareDataSparsity
+from blocksparsity import CubicSLScheduler, DataNormSparsifier, PostTrainingDataSparsity, TrainingAwareDataSparsity
 
 BLOCK = (1, 4)
 EVERY_N_STEPS = 5  # in-place pruning: masks and level move every 5 optimizer steps (4-6 times per digits/LM epoch)

@@ -19,7 +19,7 @@ from torch import nn
 from benchmarks import machine
 from benchmarks.accuracy.methods import BLOCK, DENSE, EVERY_N_STEPS, LEVELS, METHODS, RAMP_FRACTION, Level, Method, Plan
 from benchmarks.accuracy.tasks import Task, pruned, tasks
-from sparsity.export import is_n_m_sparse
+from blocksparsity.export import is_n_m_sparse
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """Torch backend: every op in plain torch, on any device; masks equal to the Triton
-backend's, and to the reference ``kernels.naive``, bit for bit.
+backend's, and to the reference ``blocksparsity.kernels.naive``, bit for bit.
 
-Laid out like ``kernels._triton``, one module per op: ``block_norm`` (scores),
+Laid out like ``blocksparsity.kernels._triton``, one module per op: ``block_norm`` (scores),
 ``select`` (which blocks are pruned), ``ranks`` (in-block ranks), ``block_mask`` (the
 mask, and ``sparsify``), ``apply_mask``; chunk and layout helpers in ``_blocks``, the
 tuning numbers in ``_config``, the one device-dependent choice in ``_policy``.
 
 All functions take a 2-D view ``x`` (H x W) and an already validated configuration
-(see ``kernels._backend``); ``kernels.api`` does the checking, flattening and dispatch.
+(see ``blocksparsity.kernels._backend``); ``blocksparsity.kernels.api`` does the checking, flattening and dispatch.
 The work is done in chunks of whole blocks (about ``_config.CHUNK_ELEMENTS`` elements), so
 temporaries stay cache-sized; nothing loops per row or per block.
 
@@ -17,11 +17,11 @@ CPU they read a few values on the host where that is free (``_policy``: chosen o
 call from the device, and passed down).
 """
 
-from kernels._common import TORCH
-from kernels._torch.apply_mask import apply_mask
-from kernels._torch.block_mask import block_mask, block_mask_given, sparsify
-from kernels._torch.block_norm import block_norm
-from kernels._torch.select import select_threshold
+from blocksparsity.kernels._common import TORCH
+from blocksparsity.kernels._torch.apply_mask import apply_mask
+from blocksparsity.kernels._torch.block_mask import block_mask, block_mask_given, sparsify
+from blocksparsity.kernels._torch.block_norm import block_norm
+from blocksparsity.kernels._torch.select import select_threshold
 
 NAME = TORCH
 SYNCS_BEFORE_WRITING = True  # sparsify, apply_mask: the flag is read before anything is written

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from kernels._common import block_grid
-from kernels._torch import _config
+from blocksparsity.kernels._common import block_grid
+from blocksparsity.kernels._torch import _config
 
 # Integer types as wide as 1, 2, 4 or 8 bools: a whole (1, bw) block of a mask in one word.
 LANES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}

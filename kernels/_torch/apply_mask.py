@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import nonfinite
-from kernels._torch._blocks import chunks
+from blocksparsity.kernels._common import nonfinite
+from blocksparsity.kernels._torch._blocks import chunks
 
 
 def multiply(x: torch.Tensor, mask: torch.Tensor, out: torch.Tensor) -> None:

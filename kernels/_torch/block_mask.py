@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels._common import Threshold, n_blocks
-from kernels._torch import _config, _policy
-from kernels._torch._blocks import Chunk, block_words, broadcast_blocks, chunks, elements
-from kernels._torch._policy import Policy
-from kernels._torch.apply_mask import multiply
-from kernels._torch.block_norm import block_scores
-from kernels._torch.ranks import write_in_block_keep
-from kernels._torch.select import PrunedBlocks
+from blocksparsity.kernels._common import Threshold, n_blocks
+from blocksparsity.kernels._torch import _config, _policy
+from blocksparsity.kernels._torch._blocks import Chunk, block_words, broadcast_blocks, chunks, elements
+from blocksparsity.kernels._torch._policy import Policy
+from blocksparsity.kernels._torch.apply_mask import multiply
+from blocksparsity.kernels._torch.block_norm import block_scores
+from blocksparsity.kernels._torch.ranks import write_in_block_keep
+from blocksparsity.kernels._torch.select import PrunedBlocks
 
 
 def _spread_blocks(out: torch.Tensor, blocks: PrunedBlocks, chunk: Chunk, bh: int, bw: int, combine: bool) -> None:

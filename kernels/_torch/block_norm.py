@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import torch
 
-from kernels._common import DIGITS, HIGH_BINS, block_grid, nonfinite
-from kernels._torch import _config, _policy
-from kernels._torch._blocks import blocked, chunks, counts_inside, elements, lanes, positions
-from kernels._torch._policy import Policy
-from kernels._torch.ranks import write_in_block_keep
-from kernels._torch.select import count_into
+from blocksparsity.kernels._common import DIGITS, HIGH_BINS, block_grid, nonfinite
+from blocksparsity.kernels._torch import _config, _policy
+from blocksparsity.kernels._torch._blocks import blocked, chunks, counts_inside, elements, lanes, positions
+from blocksparsity.kernels._torch._policy import Policy
+from blocksparsity.kernels._torch.ranks import write_in_block_keep
+from blocksparsity.kernels._torch.select import count_into
 
 try:  # optional: its float32 accumulate sums large blocks in order, vectorised (see blocked_sums)
     import numpy as np

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels._torch import _config
-from kernels._torch._blocks import LANES, Chunk, block_words, blocked, elements, lanes
+from blocksparsity.kernels._torch import _config
+from blocksparsity.kernels._torch._blocks import LANES, Chunk, block_words, blocked, elements, lanes
 
 
 def write_in_block_keep(

@@ -5,16 +5,16 @@ the lowest-index blocks equal to it, found by an exact radix selection on the sc
 sync unless the policy allows host reads.
 
 The selection can be made elsewhere (over every shard of a larger tensor, see
-``kernels._sharded``): ``select_threshold`` sums each radix pass's histogram through a
+``blocksparsity.kernels._sharded``): ``select_threshold`` sums each radix pass's histogram through a
 ``reduce`` hook, and ``PrunedBlocks`` takes per-block-row tie offsets."""
 
 from __future__ import annotations
 
 import torch
 
-from kernels._common import COMPACT_DIGITS, DIGITS, Reduce, Threshold
-from kernels._torch import _config, _policy
-from kernels._torch._policy import Policy
+from blocksparsity.kernels._common import COMPACT_DIGITS, DIGITS, Reduce, Threshold
+from blocksparsity.kernels._torch import _config, _policy
+from blocksparsity.kernels._torch._policy import Policy
 
 
 def count_into(hist: torch.Tensor, bins: torch.Tensor, policy: Policy, weights: torch.Tensor | None = None) -> None:

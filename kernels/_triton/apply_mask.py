@@ -7,8 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._triton import _config
-from kernels._triton._blocks import flag_clear, is_nonfinite
+from blocksparsity.kernels._triton import _config
+from blocksparsity.kernels._triton._blocks import flag_clear, is_nonfinite
 
 
 @triton.jit

@@ -12,9 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import Threshold, block_grid
-from kernels._triton import _config
-from kernels._triton._blocks import (
+from blocksparsity.kernels._common import Threshold, block_grid
+from blocksparsity.kernels._triton import _config
+from blocksparsity.kernels._triton._blocks import (
     block_coordinates,
     block_scores,
     flag_clear,
@@ -22,8 +22,8 @@ from kernels._triton._blocks import (
     tile_offsets,
     tile_ranks,
 )
-from kernels._triton.block_norm import flat_layout, launch_scores
-from kernels._triton.select import threshold, tie_offsets
+from blocksparsity.kernels._triton.block_norm import flat_layout, launch_scores
+from blocksparsity.kernels._triton.select import threshold, tie_offsets
 
 
 @triton.jit

@@ -6,9 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import block_grid
-from kernels._triton import _config
-from kernels._triton._blocks import block_scores
+from blocksparsity.kernels._common import block_grid
+from blocksparsity.kernels._triton import _config
+from blocksparsity.kernels._triton._blocks import block_scores
 
 
 @triton.jit

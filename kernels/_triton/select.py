@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import COMPACT_DIGITS, PRUNE_ALL_BITS, Reduce, Threshold, cdiv
-from kernels._triton import _config
+from blocksparsity.kernels._common import COMPACT_DIGITS, PRUNE_ALL_BITS, Reduce, Threshold, cdiv
+from blocksparsity.kernels._triton import _config
 
 # (shift, bits) of each radix digit, most significant first: the compact digits, shared with
 # the torch backend's sharded selection (bit 31, the sign, is always 0).

@@ -15,14 +15,14 @@ import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
-from sparsity.base_sparsifier import BaseDataSparsifier
-from sparsity.callbacks import _model, _report
-from sparsity.distributed import assert_masks_agree
+from blocksparsity.base_sparsifier import BaseDataSparsifier
+from blocksparsity.callbacks import _model, _report
+from blocksparsity.distributed import assert_masks_agree
 
 
 def check_class(cls: object, base: type, what: str) -> type:
     """``cls`` must be a subclass of ``base`` (a class, not an instance), or its import path
-    (``"sparsity.DataNormSparsifier"``, as a config file gives it)."""
+    (``"blocksparsity.DataNormSparsifier"``, as a config file gives it)."""
     if isinstance(cls, str):
         cls = import_class(cls, what)
     if not inspect.isclass(cls):
@@ -30,7 +30,7 @@ def check_class(cls: object, base: type, what: str) -> type:
             f"{what} must be a class (the callback builds the object itself); got an instance of {type(cls).__name__}"
         )
     if not issubclass(cls, base):
-        raise TypeError(f"{what} must be a subclass of sparsity.{base.__name__}; got {cls.__name__}")
+        raise TypeError(f"{what} must be a subclass of blocksparsity.{base.__name__}; got {cls.__name__}")
     return cls
 
 
@@ -38,7 +38,7 @@ def import_class(path: str, what: str) -> object:
     """The object at import path ``path`` (``"package.module.Name"`` or ``"package.module:Name"``)."""
     module_name, sep, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
     if not sep or not module_name or not attr:
-        raise ValueError(f"{what} must be a class or its import path such as 'sparsity.DataNormSparsifier'; got {path!r}")
+        raise ValueError(f"{what} must be a class or its import path such as 'blocksparsity.DataNormSparsifier'; got {path!r}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
@@ -184,7 +184,7 @@ class DataSparsityCallback(pl.Callback):
     @property
     def param_filter(self) -> Callable[[str, torch.Tensor], bool]:
         """The predicate on (name, parameter) that ``param_filter=`` became (the default:
-        ``sparsity.callbacks.weight_matrices``)."""
+        ``blocksparsity.callbacks.weight_matrices``)."""
         return self._keep
 
     def _parameters(self, pl_module: pl.LightningModule) -> dict[str, nn.Parameter]:

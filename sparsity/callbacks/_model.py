@@ -149,7 +149,7 @@ def _fsdp2_module_type() -> type | None:
 
 
 def _is_dtensor(t: object) -> bool:
-    from kernels.api import is_dtensor
+    from blocksparsity.kernels.api import is_dtensor
 
     return is_dtensor(t)
 

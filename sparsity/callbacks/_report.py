@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsity.distributed import count_zeros
+from blocksparsity.distributed import count_zeros
 
 
 @dataclass

@@ -8,9 +8,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from sparsity.base_sparsifier import BaseDataSparsifier
-from sparsity.callbacks import _model
-from sparsity.callbacks._base import DataSparsityCallback
+from blocksparsity.base_sparsifier import BaseDataSparsifier
+from blocksparsity.callbacks import _model
+from blocksparsity.callbacks._base import DataSparsityCallback
 
 
 class PostTrainingDataSparsity(DataSparsityCallback):
@@ -28,8 +28,8 @@ class PostTrainingDataSparsity(DataSparsityCallback):
     mesh). FSDP1 (``FSDPStrategy``) is refused before training.
 
     Args:
-        data_sparsifier_class: a ``sparsity.BaseDataSparsifier`` subclass (the class itself),
-            or its import path (``"sparsity.DataNormSparsifier"``, as a LightningCLI config gives it).
+        data_sparsifier_class: a ``blocksparsity.BaseDataSparsifier`` subclass (the class itself),
+            or its import path (``"blocksparsity.DataNormSparsifier"``, as a LightningCLI config gives it).
         data_sparsifier_args: its keyword arguments (not ``data_list``).
         param_filter: which parameters of ``pl_module.model`` (or of the LightningModule when
             it has no ``.model``; under ``torch.compile``, of the module it wraps). Default:
@@ -41,7 +41,7 @@ class PostTrainingDataSparsity(DataSparsityCallback):
         sparsified_device: where the copy lives (``"cpu"`` keeps a big model off the GPU).
             Under FSDP2 the copy stays sharded on the model's mesh (leave this ``None``).
         verify_ranks: under DDP, check with one small all-reduce that all ranks agree
-            (under FSDP: the ranks holding the same shard; see ``sparsity.distributed``).
+            (under FSDP: the ranks holding the same shard; see ``blocksparsity.distributed``).
         print_table: print the per-layer table at the end of fit (rank zero).
         name: tells several instances in one Trainer apart: metrics are logged under
             ``post_training_sparsity/<name>/...`` (unnamed: ``post_training_sparsity/...``).

@@ -11,11 +11,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from kernels.api import is_dtensor
-from sparsity.base_sparsifier import BaseDataSparsifier
-from sparsity.callbacks import _model
-from sparsity.callbacks._base import DataSparsityCallback, check_args, check_class
-from sparsity.schedulers import BaseDataScheduler, _RampScheduler
+from blocksparsity.base_sparsifier import BaseDataSparsifier
+from blocksparsity.callbacks import _model
+from blocksparsity.callbacks._base import DataSparsityCallback, check_args, check_class
+from blocksparsity.kernels.api import is_dtensor
+from blocksparsity.schedulers import BaseDataScheduler, _RampScheduler
 
 STATE_VERSION = 1
 SHARDED_MASKS_PREFIX = "_blocksparse_masks/"  # keys of sharded masks in a distributed checkpoint's "state_dict"
@@ -60,8 +60,8 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     Args:
         data_sparsifier_class, data_sparsifier_args: as ``PostTrainingDataSparsity``.
-        data_scheduler_class: a ``sparsity.BaseDataScheduler`` subclass (the class itself),
-            or its import path (``"sparsity.CubicSLScheduler"``).
+        data_scheduler_class: a ``blocksparsity.BaseDataScheduler`` subclass (the class itself),
+            or its import path (``"blocksparsity.CubicSLScheduler"``).
         data_scheduler_args: its keyword arguments (not ``data_sparsifier``).
         inplace: sparsify the live model (see above).
         schedule_interval: ``"epoch"`` or ``"step"`` (``"step"`` needs ``inplace=True``).

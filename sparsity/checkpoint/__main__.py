@@ -1,8 +1,8 @@
-"""``python -m sparsity.checkpoint IN OUT --level L ...``: see ``sparsity.checkpoint._cli``."""
+"""``python -m blocksparsity.checkpoint IN OUT --level L ...``: see ``blocksparsity.checkpoint._cli``."""
 
 import sys
 
-from sparsity.checkpoint._cli import main
+from blocksparsity.checkpoint._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

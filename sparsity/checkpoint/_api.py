@@ -12,9 +12,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from kernels.api import check_block_shape
-from sparsity.checkpoint._files import PathLike, load_untrusted, write_atomically
-from sparsity.checkpoint._format import (
+from blocksparsity.checkpoint._files import PathLike, load_untrusted, write_atomically
+from blocksparsity.checkpoint._format import (
     CheckpointError,
     TensorRecord,
     decode_payload,
@@ -22,6 +21,7 @@ from sparsity.checkpoint._format import (
     is_sparse_payload,
     make_payload,
 )
+from blocksparsity.kernels.api import check_block_shape
 
 __all__ = ["default_max_bytes", "load_sparse", "load_sparse_checkpoint", "read_checkpoint", "save_sparse"]
 
@@ -85,7 +85,7 @@ def save_sparse(
 
     Each floating-point tensor is stored as its nonzero values plus a bit-packed mask, 1 bit
     per element or, where whole ``block_shape`` blocks are zero, 1 bit per block (see
-    ``sparsity.checkpoint``'s docstring), whichever is smaller, or as it is when neither
+    ``blocksparsity.checkpoint``'s docstring), whichever is smaller, or as it is when neither
     saves bytes. Other entries (integer buffers, non-tensor values) are stored as they are;
     tied tensors are stored once. ``extra`` holds other checkpoint entries to keep (they
     must load under ``torch.load(weights_only=True)``). ``progress`` shows a bar on stderr.

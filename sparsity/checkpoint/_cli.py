@@ -1,4 +1,4 @@
-"""``python -m sparsity.checkpoint IN OUT --level L [--block 1,4] [--zeros-per-block N]``
+"""``python -m blocksparsity.checkpoint IN OUT --level L [--block 1,4] [--zeros-per-block N]``
 
 Sparsify a saved Lightning or plain state-dict checkpoint after training and write it in
 the compact sparse format; report each tensor's sparsity and the bytes saved on disk.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from sparsity.checkpoint._api import read_checkpoint, save_sparse
-from sparsity.checkpoint._files import same_file
-from sparsity.checkpoint._format import CheckpointError, TensorRecord
-from sparsity.checkpoint._prune import PruneRecord, sparsify_state_dict
+from blocksparsity.checkpoint._api import read_checkpoint, save_sparse
+from blocksparsity.checkpoint._files import same_file
+from blocksparsity.checkpoint._format import CheckpointError, TensorRecord
+from blocksparsity.checkpoint._prune import PruneRecord, sparsify_state_dict
 
 # Lightning entries that only matter to resume training; a post-training checkpoint drops them.
 TRAINING_STATE = ("optimizer_states", "lr_schedulers")
@@ -38,7 +38,7 @@ def _block(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sparsity.checkpoint",
+        prog="python -m blocksparsity.checkpoint",
         description="Sparsify a saved checkpoint by block norm and write it compactly (values + bit-packed masks).",
     )
     p.add_argument("input", type=Path, help="a plain state dict or Lightning checkpoint (torch.save file)")
@@ -132,7 +132,7 @@ def _os_error(err: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m sparsity.checkpoint``; returns the exit status.
+    """Entry point of ``python -m blocksparsity.checkpoint``; returns the exit status.
 
     Errors print one ``error:`` line (no traceback) and return 1; SIGINT and SIGTERM stop the
     run, remove the temporary output and return 130 / 143. No partial output is left."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sparsity.checkpoint._format import CheckpointError
+from blocksparsity.checkpoint._format import CheckpointError
 
 PathLike = str | os.PathLike
 

@@ -58,8 +58,8 @@ from typing import Any
 
 import torch
 
-from kernels._common import block_grid, shape_2d
-from sparsity.checkpoint._bits import pack_bits, packed_size, unpack_bits
+from blocksparsity.checkpoint._bits import pack_bits, packed_size, unpack_bits
+from blocksparsity.kernels._common import block_grid, shape_2d
 
 FORMAT_NAME = "blocksparse.sparse_checkpoint"
 FORMAT_VERSION = 2

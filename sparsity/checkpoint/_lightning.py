@@ -1,4 +1,4 @@
-"""Sparse checkpoints back into Lightning: a file written by ``python -m sparsity.checkpoint``
+"""Sparse checkpoints back into Lightning: a file written by ``python -m blocksparsity.checkpoint``
 (or ``save_sparse`` with a Lightning checkpoint's entries as ``extra``) as the normal Lightning
 checkpoint that ``LightningModule.load_from_checkpoint`` and ``Trainer.fit(ckpt_path=...)`` read.
 
@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from sparsity.checkpoint._api import load_sparse_checkpoint
-from sparsity.checkpoint._files import PathLike, same_file, write_atomically
-from sparsity.checkpoint._format import CheckpointError
+from blocksparsity.checkpoint._api import load_sparse_checkpoint
+from blocksparsity.checkpoint._files import PathLike, same_file, write_atomically
+from blocksparsity.checkpoint._format import CheckpointError
 
 __all__ = ["load_lightning_checkpoint", "write_lightning_checkpoint"]
 

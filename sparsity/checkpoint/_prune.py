@@ -1,4 +1,4 @@
-"""Post-training sparsification of a state dict, tensor by tensor, with ``kernels.sparsify``.
+"""Post-training sparsification of a state dict, tensor by tensor, with ``blocksparsity.kernels.sparsify``.
 
 Which tensors are pruned (the eligibility rule): floating-point tensors (float16, bfloat16,
 float32; float64 is kept as it is, since the kernels score in float32 and refuse it) with
@@ -6,7 +6,7 @@ at least ``min_ndim`` dimensions (default 2: weight matrices,
 embedding tables, conv kernels, but not biases or norm scales) and at least ``min_numel``
 elements (default 1024), whose name matches one of the ``include`` glob patterns (default
 all) and none of the ``exclude`` patterns. Everything else is kept as it is. Each tensor is
-pruned on its own, as ``kernels.sparsify`` defines (1-D as (1, N), N-D as (shape[0], rest)).
+pruned on its own, as ``blocksparsity.kernels.sparsify`` defines (1-D as (1, N), N-D as (shape[0], rest)).
 Pruned elements are ``+0.0`` (masking by multiplication would leave ``-0.0`` where a weight
 was negative, and the sparse format would then spend a bit per zero on its sign).
 """
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-import kernels
-from kernels.api import FLOAT_DTYPES, check_block_shape, check_norm, check_sparsity_level, check_zeros_per_block
+from blocksparsity import kernels
+from blocksparsity.kernels.api import FLOAT_DTYPES, check_block_shape, check_norm, check_sparsity_level, check_zeros_per_block
 
 __all__ = ["PruneRecord", "sparsify_state_dict"]
 
