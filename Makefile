@@ -1,31 +1,74 @@
 # Quick start:  make demo   (the main job)   |   make test   (the test suite)
-# Both create .venv on first use. Without CUDA the CPU build of torch is installed first
-# (pass TORCH_INDEX=https://download.pytorch.org/whl/cpu where PyPI would give a CUDA build).
+# Both create .venv on first use: the CPU build of torch, then the locked test environment
+# (requirements/dev-cpu.txt, every package pinned), then this project (editable, no deps).
+# Where PyPI would hand you a CUDA build of torch that you do not want, pass
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu. On a CUDA machine the lock (made for the
+# CPU build) is not used: the dev extra is installed from its ranges.
+#
+#   make test           the suite in the locked environment (what CI runs)
+#   make test-latest    the suite against the newest releases the ranges allow (.venv-latest)
+#   make test-oldest    the suite on the oldest torch and Lightning the package claims
+#                       (.venv-oldest; requirements/oldest.txt; a large CUDA torch from PyPI)
+#   make lock           regenerate requirements/dev-cpu.txt from pyproject.toml (pip-tools)
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
+PIP_VERSION := 26.3
+LOCK := requirements/dev-cpu.txt
+# LOCKED=1: the lock; 0: the dev extra's ranges (newest releases), optionally held by CONSTRAINTS
+LOCKED ?= 1
+CONSTRAINTS ?=
+PYTEST_ARGS ?=
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-
-.PHONY: demo test bench lint clean
-
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 ifeq ($(HAS_CUDA),1)
-	$(PY) -m pip install --quiet "torch<=2.14.1"
-else
-	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+LOCKED := 0
 endif
-	$(PY) -m pip install --quiet -e ".[dev]"
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+
+.PHONY: demo test test-latest test-oldest lock bench lint clean
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) "pip==$(PIP_VERSION)"
+ifeq ($(HAS_CUDA),1)
+	$(PIP_INSTALL) "torch<=2.14.1"
+else ifneq ($(CONSTRAINTS),)
+	$(PIP_INSTALL) torch -c $(CONSTRAINTS)
+else
+	$(PIP_INSTALL) "torch==$(TORCH_VERSION)"
+endif
+ifeq ($(LOCKED),1)
+	$(PIP_INSTALL) -r $(LOCK)
+	$(PIP_INSTALL) --no-deps -e .
+else
+	$(PIP_INSTALL) --upgrade --upgrade-strategy eager -e ".[dev]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')" \
+		$(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+endif
+	$(PY) -m pip check
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) -m blocksparsity.demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Always re-resolved: the point is to meet a new release before a newcomer does.
+test-latest:
+	rm -f .venv-latest/.installed
+	$(MAKE) test VENV=.venv-latest LOCKED=0
+
+test-oldest:
+	$(MAKE) test VENV=.venv-oldest LOCKED=0 CONSTRAINTS=requirements/oldest.txt
+
+lock:
+	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet "pip==$(PIP_VERSION)" "pip-tools==7.7.0")
+	echo "torch==$(TORCH_VERSION)" > .venv-lock/torch.in
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) \
+		-o $(LOCK) pyproject.toml .venv-lock/torch.in
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks $(BENCH_ARGS)
@@ -34,4 +77,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) .venv-latest .venv-oldest .venv-lock .pytest_cache .benchmarks

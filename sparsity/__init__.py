@@ -14,7 +14,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+import torch
+
+from blocksparsity._versions import MIN_TORCH, require
+
 __version__ = "0.2.0"
+
+require("torch", torch.__version__, MIN_TORCH)
 
 # public name -> the module that defines it
 _PUBLIC = {

@@ -2,8 +2,12 @@
 (``TrainingAwareDataSparsity``) training, with torch.ao's contract: pass the sparsifier
 (and scheduler) class and arguments; the sparsified copy is ``callback.sparsified``."""
 
-from blocksparsity.callbacks._model import weight_matrices
-from blocksparsity.callbacks.post_training import PostTrainingDataSparsity
-from blocksparsity.callbacks.training_aware import TrainingAwareDataSparsity
+from blocksparsity._versions import MIN_LIGHTNING, installed_version, require
+
+require("lightning", installed_version("lightning"), MIN_LIGHTNING)  # before Lightning's own import can fail
+
+from blocksparsity.callbacks._model import weight_matrices  # noqa: E402
+from blocksparsity.callbacks.post_training import PostTrainingDataSparsity  # noqa: E402
+from blocksparsity.callbacks.training_aware import TrainingAwareDataSparsity  # noqa: E402
 
 __all__ = ["PostTrainingDataSparsity", "TrainingAwareDataSparsity", "weight_matrices"]
