@@ -21,6 +21,7 @@ LOCK := requirements/dev-cpu.txt
 LOCKED ?= 1
 CONSTRAINTS ?=
 PYTEST_ARGS ?=
+XDIST ?= -n auto --dist worksteal
 HAS_CUDA := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
 ifeq ($(HAS_CUDA),1)
 LOCKED := 0
@@ -43,7 +44,7 @@ ifeq ($(LOCKED),1)
 	$(PIP_INSTALL) -r $(LOCK)
 	$(PIP_INSTALL) --no-deps -e .
 else
-	$(PIP_INSTALL) --upgrade --upgrade-strategy eager -e ".[dev]" "torch==$$($(PY) -c 'import torch; print(torch.__version__)')" \
+	$(PIP_INSTALL) --upgrade --upgrade-strategy eager -e ".[dev]" "torch==$$($(PY) -c 'from importlib.metadata import version; print(version("torch"))')" \
 		$(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 endif
 	$(PY) -m pip check
@@ -53,7 +54,7 @@ demo: $(VENV)/.installed
 	$(PY) -m blocksparsity.demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # Always re-resolved: the point is to meet a new release before a newcomer does.
 test-latest:

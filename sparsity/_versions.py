@@ -3,9 +3,10 @@ import where an older one is installed (pip enforces pyproject.toml's bounds, bu
 can still hold an older release: installs with ``--no-deps``, conda, a torch built from source).
 
 These are pyproject.toml's lower bounds (tests/test_environment.py keeps them equal), proven by
-``make test-oldest``: torch 2.6 is the first with ``torch.distributed.tensor`` and
-``torch.distributed.fsdp.fully_shard``/``FSDPModule`` as public API; Lightning 2.5 is the first
-that drives FSDP2 through those public names.
+``make test-oldest``. torch 2.7: ``distribute_tensor(..., src_data_rank=)`` (masks placed like
+sharded data without a broadcast) and public ``torch.distributed.fsdp.FSDPModule``; its CUDA
+builds bring Triton 3.3, the oldest whose kernels here compile and interpret (3.2's interpreter
+lacks int1 values). Lightning 2.5: FSDP2 through ``ModelParallelStrategy`` with those names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-MIN_TORCH = (2, 6)
+MIN_TORCH = (2, 7)
 MIN_LIGHTNING = (2, 5)
 
 

@@ -36,6 +36,9 @@ _checkout_root_last()
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: one pytest-xdist worker per core, one thread each
+    torch.set_num_threads(1)
+
 from blocksparsity.kernels import _dispatch  # noqa: E402
 
 

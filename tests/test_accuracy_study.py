@@ -24,6 +24,7 @@ from blocksparsity import CubicSLScheduler, DataNormSparsifier
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quick_study_every_method_has_a_row_and_reaches_its_level(tmp_path):
     out_json, out_png = tmp_path / "acc.json", tmp_path / "acc.png"
     done = subprocess.run(

@@ -22,6 +22,7 @@ from blocksparsity import kernels
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quick_command_writes_table_json_and_chart(tmp_path):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     done = subprocess.run(

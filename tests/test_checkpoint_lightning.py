@@ -22,7 +22,7 @@ from blocksparsity.checkpoint import (
 from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 from tests.test_lightning_loops import _fit_with_checkpoints, _inplace
 
-pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
+pytestmark = [pytest.mark.filterwarnings(*WARNING_FILTERS), pytest.mark.slow]  # each test runs the command line
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -217,6 +217,7 @@ def test_resume_from_a_middle_epoch_gives_the_uninterrupted_masks(tmp_path, make
     assert all(torch.equal(p, resumed_module.get_parameter(n)) for n, p in module.named_parameters())
 
 
+@pytest.mark.slow
 def test_the_checkpoint_tool_sparsifies_a_real_lightning_checkpoint(tmp_path):
     (ta,), _, _ = _fit_with_checkpoints(lambda: [_inplace()], tmp_path)
     last, out = tmp_path / "epoch=3-step=32.ckpt", tmp_path / "sparse.pt"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,6 +22,7 @@ def test_readme_has_examples():
     assert len(python_blocks()) >= 4
 
 
+@pytest.mark.slow
 def test_readme_examples_run(tmp_path):
     script = "\n\n".join(python_blocks())
     (tmp_path / "readme_examples.py").write_text(script)
