@@ -57,9 +57,11 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q $(XDIST) $(PYTEST_ARGS)
 
 # Always re-resolved: the point is to meet a new release before a newcomer does.
+# Another Python: make test-latest PYTHON=python3.13 LATEST_VENV=.venv-latest-3.13
+LATEST_VENV ?= .venv-latest
 test-latest:
-	rm -f .venv-latest/.installed
-	$(MAKE) test VENV=.venv-latest LOCKED=0
+	rm -f $(LATEST_VENV)/.installed
+	$(MAKE) test VENV=$(LATEST_VENV) LOCKED=0
 
 test-oldest:
 	$(MAKE) test VENV=.venv-oldest LOCKED=0 CONSTRAINTS=requirements/oldest.txt
@@ -78,4 +80,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-oldest .venv-lock .pytest_cache .benchmarks
+	rm -rf $(VENV) .venv-latest* .venv-oldest .venv-lock .pytest_cache .benchmarks
