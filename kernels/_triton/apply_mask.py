@@ -11,7 +11,7 @@ from blocksparsity.kernels._triton import _config, _device
 from blocksparsity.kernels._triton._blocks import flag_clear, is_nonfinite
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_config.DO_NOT_SPECIALIZE["_apply_mask_kernel"])
 def _apply_mask_kernel(
     x_ptr, keep_ptr, out_ptr, flag_ptr, n, W, sxr, sxc, sor, soc,
     CHECK: tl.constexpr, WRITE: tl.constexpr, GATED: tl.constexpr, FLAT: tl.constexpr, TILE: tl.constexpr,

@@ -37,7 +37,7 @@ def _store_kept(out_ptr, x, keep, m, APPLY: tl.constexpr, WRITE_KEPT: tl.constex
             tl.store(out_ptr, y, mask=m & ~keep)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_config.DO_NOT_SPECIALIZE["_block_mask_kernel"])
 def _block_mask_kernel(
     x_ptr, out_ptr, mask_ptr, flag_ptr, state_ptr, ties_before_ptr, row_ties_ptr,
     H, W, nbw, n_blocks, sxr, sxc, sor, soc, Z,

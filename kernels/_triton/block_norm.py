@@ -11,7 +11,7 @@ from blocksparsity.kernels._triton import _config, _device
 from blocksparsity.kernels._triton._blocks import block_scores
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_config.DO_NOT_SPECIALIZE["_block_norm_kernel"])
 def _block_norm_kernel(
     x_ptr, scores_ptr, flag_ptr, H, W, nbw, n_blocks, sxr, sxc,
     L2: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, P2: tl.constexpr,
