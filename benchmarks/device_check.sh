@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # The one script to run on a lent GPU machine (torch, triton, lightning, pytest-benchmark;
-# no network): install this project, run the CUDA tests, then the benchmark harness at full
-# size, everything written flat under $OUT (7 files), in under 5 minutes on an H200.
+# no network): install this project, probe what the interpreter cannot show
+# (benchmarks/gpu_probe.py: each group in its own subprocess, so a CUDA fault ends one group
+# only), run the CUDA tests, then the benchmark harness at full size, everything written flat
+# under $OUT (8 files), in under 12 minutes.
 #
 #   OUT=/some/dir benchmarks/device_check.sh        # on the GPU machine
 #   PYTHON=.venv/bin/python benchmarks/device_check.sh   # dry run on a CPU: $OUT defaults
 #                                                    # to ./out/device_check, harness --quick
 # Files: env.txt (GPU, versions), steps.log (each step, its time and exit code, pip's output),
-# tests.txt (pytest), bench.md (the table), bench.json, bench.png, bench.log (harness stderr).
+# probe.txt (each probe group's checks and time), tests.txt (pytest), bench.md (the table),
+# bench.json, bench.png, bench.log (harness stderr).
 # Each step is bounded in time; a step that fails is logged and the next one still runs.
 # BLOCKSPARSITY_COMMIT names the commit where the tree is not a git checkout.
-# TOTAL_SECONDS (default 270; a step may overrun its limit by 15 s) is the whole script's time budget.
+# TOTAL_SECONDS (default 690; a step may overrun its limit by 15 s) is the whole script's time budget.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-out/device_check}"
 mkdir -p "$OUT"
 PY="${PYTHON:-$(command -v python || command -v python3)}"
-TOTAL="${TOTAL_SECONDS:-270}"
+TOTAL="${TOTAL_SECONDS:-690}"
 export BLOCKSPARSITY_COMMIT="${BLOCKSPARSITY_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 LOG="$OUT/steps.log"
 : > "$LOG"
@@ -52,17 +55,24 @@ HAS_CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev
 step install 60 "$PY" -m pip install --no-deps -e . >> "$LOG" 2>&1 \
     || step install-no-build-isolation 60 "$PY" -m pip install --no-deps --no-build-isolation -e . >> "$LOG" 2>&1
 
-# 2. The CUDA tests (they skip without a GPU), and the Triton backend's tests, which run on the GPU there.
+# 2. The probe: first-call compile times, > 2**31 elements, (H, 1) columns, layouts, subnormals,
+#    ties, determinism, float64, cuda:1. Its own budget; each group is bounded inside it.
+if [ "$HAS_CUDA" = 1 ]; then PROBE_ARGS=(--budget 270); else PROBE_ARGS=(--dry-run --budget 120); fi
+step probe $(( ${PROBE_ARGS[-1]} + 20 )) "$PY" -m benchmarks.gpu_probe "${PROBE_ARGS[@]}" > "$OUT/probe.txt" 2>&1
+
+# 3. The CUDA tests (they skip without a GPU), and the Triton backend's tests, which run on the GPU there
+#    (their first calls JIT-compile every variant they touch).
 if [ "$HAS_CUDA" = 1 ]; then
-    TESTS=(tests/test_cuda.py tests/test_package.py tests/test_triton_backend.py tests/test_api_errors.py tests/test_export.py)
-    TEST_LIMIT=110
+    TESTS=(tests/test_cuda.py tests/test_package.py tests/test_triton_backend.py tests/test_triton_gpu_paths.py
+           tests/test_api_errors.py tests/test_export.py)
+    TEST_LIMIT=200
 else
     TESTS=(tests/test_cuda.py tests/test_package.py)
     TEST_LIMIT=60
 fi
 step tests "$TEST_LIMIT" "$PY" -m pytest -q -rfEs -p no:cacheprovider "${TESTS[@]}" > "$OUT/tests.txt" 2>&1
 
-# 3. The harness, in the time left: no new case after the deadline; SIGINT at the limit still writes the report.
+# 4. The harness, in the time left: no new case after the deadline; SIGINT at the limit still writes the report.
 LEFT=$((TOTAL - SECONDS - 5))
 BENCH_ARGS=(--no-progress --deadline $((LEFT > 120 ? LEFT - 60 : LEFT / 2)) --json "$OUT/bench.json" --plot "$OUT/bench.png")
 [ "$HAS_CUDA" = 1 ] || BENCH_ARGS+=(--quick)

@@ -82,10 +82,11 @@ def test_precisions(device, dtype, bs, zpb):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bs, zpb", [((1, 4), 2), ((1, 4), None), ((2, 2), 3), ((3, 6), 11)])
-@pytest.mark.parametrize("layout", ["contiguous", "transposed", "permuted"])
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "permuted", "column"])
 def test_sparsify_in_and_out_of_place(device, bs, zpb, layout, poisoned_outputs):
     base = data((8, 6, 4), seed=11, device=device)
-    x = {"contiguous": base.reshape(16, 12), "transposed": base.reshape(12, 16).t(), "permuted": base.permute(2, 0, 1)}[layout]
+    x = {"contiguous": base.reshape(16, 12), "transposed": base.reshape(12, 16).t(), "permuted": base.permute(2, 0, 1),
+         "column": base.reshape(192, 1)[::4].reshape(1, 48).t()}[layout]
     expected_y, expected_mask = kernels.sparsify(x, 0.5, bs, zpb, backend="torch")
     poisoned_outputs(True)
     y, mask = kernels.sparsify(x, 0.5, bs, zpb, backend="triton")
@@ -93,6 +94,48 @@ def test_sparsify_in_and_out_of_place(device, bs, zpb, layout, poisoned_outputs)
     z = x.clone()
     y2, mask2 = kernels.sparsify(z, 0.5, bs, zpb, inplace=True, backend="triton")
     assert y2 is z and bit_equal(z, expected_y) and torch.equal(mask2, expected_mask)
+
+
+def column(device: str, seed: int, n: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    """A contiguous (n, 1) tensor whose stride(1) is not 1 (strides (1, n)), as ``x.t()`` of a
+    row gives; and the larger tensor it lies in (so a kernel that reads or writes element i at
+    i * stride(1) stays inside memory, and a test of old code fails instead of crashing)."""
+    base = data((n, n), seed, device=device)
+    x = base[:1].t()
+    assert x.is_contiguous() and x.shape == (n, 1) and x.stride() == (1, n)
+    return x, base
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("bs, zpb", [((1, 4), None), ((4, 1), 2), ((2, 2), 1), ((3, 3), None)])
+def test_column_with_a_wide_stride_every_op(device, backend, bs, zpb, poisoned_outputs):
+    """Every op on an (H, 1) tensor with strides (1, H), in and out of place, against the
+    reference (the flat path once addressed element i at i * stride(1))."""
+    from blocksparsity.kernels import naive
+
+    x, base = column(device, seed=21)
+    untouched = base[1:].clone()
+    for norm in ("L1", "L2"):
+        torch.testing.assert_close(kernels.block_norm(x, bs, norm, backend=backend).cpu().double(),
+                                   naive.block_norm(x.cpu(), bs, norm), rtol=1e-6, atol=0)
+        for level in (0.35, 1.0):
+            assert torch.equal(kernels.block_mask(x, level, bs, zpb, norm, backend=backend).cpu(),
+                               naive.block_mask(x.cpu(), level, bs, zpb, norm))
+        expected_y, expected_mask = naive.sparsify(x.cpu(), 0.5, bs, zpb, norm)
+        if backend == "triton":  # (the poison's int fill does not fit the torch backend's int16 words)
+            poisoned_outputs(norm == "L1")
+        y, mask = kernels.sparsify(x, 0.5, bs, zpb, norm, backend=backend)
+        assert torch.equal(y.cpu(), expected_y) and torch.equal(mask.cpu(), expected_mask)
+        assert torch.equal(kernels.apply_mask(x, mask, backend=backend).cpu(), expected_y)
+        z, zbase = column(device, seed=21)
+        zrest = zbase[1:].clone()
+        y2, _ = kernels.sparsify(z, 0.5, bs, zpb, norm, inplace=True, backend=backend)
+        assert y2 is z and torch.equal(z.cpu(), expected_y) and torch.equal(zbase[1:], zrest)
+        z, zbase = column(device, seed=21)
+        assert kernels.apply_mask(z, mask, inplace=True, backend=backend) is z
+        assert torch.equal(z.cpu(), expected_y) and torch.equal(zbase[1:], zrest)
+    assert torch.equal(base[1:], untouched)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -139,7 +139,7 @@ class PrunedBlocks:
     def __init__(self, scores: torch.Tensor, k: int, threshold: Threshold | None, policy: Policy,
                  row_ties: torch.Tensor | None = None):
         self.scores, self.k, self.threshold, self.row_ties = scores, k, threshold, row_ties
-        self._ties_before = torch.zeros((), dtype=torch.int32, device=scores.device)
+        self._ties_before = torch.zeros((), dtype=torch.int64, device=scores.device)  # 2**31 blocks or more: no wrap
         # Usually every score equal to the threshold is pruned (with continuous data, the
         # threshold's own); then "pruned" is just "at most the threshold", with no tie ranks.
         # Finding out reads two numbers on the host: only where the policy allows.
@@ -179,7 +179,7 @@ class PrunedBlocks:
             above = (t - bits) >> 31
             return (above if lane == torch.int32 else above.to(lane)) & ones
         equal = bits == t
-        tie_rank = equal.reshape(-1).cumsum(0, dtype=torch.int32).reshape(s.shape) + self._ties_before
+        tie_rank = equal.reshape(-1).cumsum(0).reshape(s.shape) + self._ties_before
         self._ties_before = tie_rank[-1, -1]
         if self.row_ties is not None:
             tie_rank = tie_rank + self.row_ties[r0:r1, None]

@@ -71,7 +71,12 @@ def flag_clear(flag_ptr, TILE: tl.constexpr):
 
 @triton.jit
 def is_nonfinite(x):
-    xf = x.to(tl.float32)
+    """NaN or infinite, judged in ``x``'s own dtype when it is float64 (a cast to float32 would
+    turn finite values beyond float32's range, such as 1e300, into infinities)."""
+    if x.dtype == tl.float64:
+        xf = x
+    else:
+        xf = x.to(tl.float32)
     return (xf != xf) | (tl.abs(xf) == float("inf"))
 
 
@@ -126,12 +131,13 @@ def block_scores(
 def pruned_blocks(scores, b, n_blocks, threshold_bits, ties_pruned, ties_before):
     """Blocks below the threshold, and the lowest-index ones equal to it.
 
-    ``ties_before`` counts the blocks equal to the threshold in earlier tiles.
+    ``ties_before`` counts the blocks equal to the threshold in earlier tiles; it and
+    ``ties_pruned`` are int64, so that counts past 2**31 blocks do not wrap.
     """
     inside = b < n_blocks
     bits = scores.to(tl.int32, bitcast=True)  # non-negative floats order like their bits
     equal = inside & (bits == threshold_bits)
-    tie_rank = ties_before + tl.cumsum(equal.to(tl.int32), 0)  # 1-based
+    tie_rank = ties_before + tl.cumsum(equal.to(tl.int32), 0).to(tl.int64)  # 1-based
     return inside & ((bits < threshold_bits) | (equal & (tie_rank <= ties_pruned)))
 
 

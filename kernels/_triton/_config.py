@@ -20,6 +20,14 @@ SELECT_TILE = 2048  # radix selection: scores per program and step
 SELECT_PROGRAMS = 528  # radix selection: at most this many programs (4 per SM of an H100/H200)
 ELEMENTWISE_TILE = 2048  # apply_mask: elements per program
 NUM_WARPS = 4
+# Integer arguments: Triton compiles one variant per class of value (i32 or i64; == 1, a
+# constant; divisible by 16, a hint), not per value. Arguments whose class gives the
+# compiler nothing to use are not specialised (``do_not_specialize``, per kernel): H (only
+# in `row < H` masks), nbw (only a divisor), Z (only compared with ranks), apply_mask's W
+# (only a divisor off the flat path). Sizes and strides that decide vectorised loads and
+# stores (W, n_blocks, n, every stride: `== 1` makes a column contiguous) stay specialised.
+DO_NOT_SPECIALIZE = {"_block_norm_kernel": ("H", "nbw"), "_block_mask_kernel": ("H", "nbw", "Z"),
+                     "_apply_mask_kernel": ("W",)}
 # enable_fp_fusion=False everywhere: score sums must never be contracted into FMAs.
 LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
 

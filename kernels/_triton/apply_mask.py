@@ -7,11 +7,11 @@ import torch
 import triton
 import triton.language as tl
 
-from blocksparsity.kernels._triton import _config
+from blocksparsity.kernels._triton import _config, _device
 from blocksparsity.kernels._triton._blocks import flag_clear, is_nonfinite
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_config.DO_NOT_SPECIALIZE["_apply_mask_kernel"])
 def _apply_mask_kernel(
     x_ptr, keep_ptr, out_ptr, flag_ptr, n, W, sxr, sxc, sor, soc,
     CHECK: tl.constexpr, WRITE: tl.constexpr, GATED: tl.constexpr, FLAT: tl.constexpr, TILE: tl.constexpr,
@@ -47,9 +47,10 @@ def apply_mask(x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor) -> torch.
     args = (x, keep, out, flag, n, w, x.stride(0), x.stride(1), out.stride(0), out.stride(1))
     grid = (triton.cdiv(n, _config.ELEMENTWISE_TILE),)
     common = dict(FLAT=flat, TILE=_config.ELEMENTWISE_TILE, **_config.LAUNCH_OPTIONS)
-    if out.data_ptr() == x.data_ptr():  # in place: never write before the whole check is done
-        _apply_mask_kernel[grid](*args, CHECK=True, WRITE=False, GATED=False, **common)
-        _apply_mask_kernel[grid](*args, CHECK=False, WRITE=True, GATED=True, **common)
-    else:
-        _apply_mask_kernel[grid](*args, CHECK=True, WRITE=True, GATED=False, **common)
+    with _device.on_device(x):
+        if out.data_ptr() == x.data_ptr():  # in place: never write before the whole check is done
+            _apply_mask_kernel[grid](*args, CHECK=True, WRITE=False, GATED=False, **common)
+            _apply_mask_kernel[grid](*args, CHECK=False, WRITE=True, GATED=True, **common)
+        else:
+            _apply_mask_kernel[grid](*args, CHECK=True, WRITE=True, GATED=False, **common)
     return (flag != 0).reshape(())

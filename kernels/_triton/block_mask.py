@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from blocksparsity.kernels._common import Threshold, block_grid
-from blocksparsity.kernels._triton import _config
+from blocksparsity.kernels._triton import _config, _device
 from blocksparsity.kernels._triton._blocks import (
     block_coordinates,
     block_scores,
@@ -22,7 +22,7 @@ from blocksparsity.kernels._triton._blocks import (
     tile_offsets,
     tile_ranks,
 )
-from blocksparsity.kernels._triton.block_norm import flat_layout, launch_scores
+from blocksparsity.kernels._triton.block_norm import flat_layout, launch_scores, strides
 from blocksparsity.kernels._triton.select import threshold, tie_offsets
 
 
@@ -37,7 +37,7 @@ def _store_kept(out_ptr, x, keep, m, APPLY: tl.constexpr, WRITE_KEPT: tl.constex
             tl.store(out_ptr, y, mask=m & ~keep)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_config.DO_NOT_SPECIALIZE["_block_mask_kernel"])
 def _block_mask_kernel(
     x_ptr, out_ptr, mask_ptr, flag_ptr, state_ptr, ties_before_ptr, row_ties_ptr,
     H, W, nbw, n_blocks, sxr, sxc, sor, soc, Z,
@@ -98,14 +98,16 @@ def _launch(
     launch = _config.block_launch(block_shape)
     mask = torch.empty(h, w, dtype=torch.bool, device=x.device)
     target = x if out is None else out
-    _block_mask_kernel[(triton.cdiv(n_blocks, launch.tile),)](
-        x, target, mask, flag, state, ties_before, ties_before if row_ties is None else row_ties,
-        h, w, nbw, n_blocks, x.stride(0), x.stride(1), target.stride(0), target.stride(1), zeros_per_block,
-        L2=norm == "L2", BH=bh, BW=bw, P2=launch.p2, TILE=launch.tile, SMALL=launch.small,
-        FLAT=flat_layout(x, block_shape, target), FULL=zeros_per_block >= bh * bw,
-        APPLY=out is not None, WRITE_KEPT=out is not None and out.data_ptr() != x.data_ptr(),
-        ROW_TIES=row_ties is not None, **_config.LAUNCH_OPTIONS,
-    )
+    flat = flat_layout(x, block_shape, target)
+    with _device.on_device(x):
+        _block_mask_kernel[(triton.cdiv(n_blocks, launch.tile),)](
+            x, target, mask, flag, state, ties_before, ties_before if row_ties is None else row_ties,
+            h, w, nbw, n_blocks, *strides(x, flat), *strides(target, flat), zeros_per_block,
+            L2=norm == "L2", BH=bh, BW=bw, P2=launch.p2, TILE=launch.tile, SMALL=launch.small,
+            FLAT=flat, FULL=zeros_per_block >= bh * bw,
+            APPLY=out is not None, WRITE_KEPT=out is not None and out.data_ptr() != x.data_ptr(),
+            ROW_TIES=row_ties is not None, **_config.LAUNCH_OPTIONS,
+        )
     return mask
 
 
@@ -141,8 +143,8 @@ def block_mask_given(
     """Keep-mask of ``x`` (2-D) given its block ``scores`` and a threshold selected elsewhere,
     with ``row_ties[block row]`` ties before each block row that ``x`` does not hold (as the
     torch backend's ``block_mask_given``)."""
-    state = torch.stack([threshold.bits.to(torch.int32), threshold.ties_pruned.to(torch.int32)])
+    state = torch.stack([threshold.bits.to(torch.int64), threshold.ties_pruned.to(torch.int64)])
     ties_before = tie_offsets(scores.reshape(-1).contiguous(), state, _config.block_launch(block_shape).tile)
     flag = torch.zeros(1, dtype=torch.int32, device=x.device)
-    row_ties = None if row_ties is None else row_ties.to(torch.int32).contiguous()
+    row_ties = None if row_ties is None else row_ties.to(torch.int64).contiguous()
     return _launch(x, None, flag, state, ties_before, row_ties, block_shape, zeros_per_block, norm)
