@@ -97,7 +97,7 @@ def loop_sums(x_ptr, b, H, W, nbw, n_blocks, sxr, sxc, L2: tl.constexpr, BH: tl.
     brow, bcol = block_coordinates(b, nbw)
     inside = b < n_blocks
     s = tl.zeros(b.shape, tl.float32)
-    bad = b < 0  # all False (int1): Triton 3.3's interpreter has no tl.zeros of int1
+    bad = tl.zeros(b.shape, tl.int1)
     for e in range(BH * BW):
         row = brow * BH + e // BW
         col = bcol * BW + e % BW
