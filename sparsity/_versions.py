@@ -3,10 +3,11 @@ import where an older one is installed (pip enforces pyproject.toml's bounds, bu
 can still hold an older release: installs with ``--no-deps``, conda, a torch built from source).
 
 These are pyproject.toml's lower bounds (tests/test_environment.py keeps them equal), proven by
-``make test-oldest``. torch 2.7: ``distribute_tensor(..., src_data_rank=)`` (masks placed like
-sharded data without a broadcast) and public ``torch.distributed.fsdp.FSDPModule``; its CUDA
-builds bring Triton 3.3, the oldest whose kernels here compile and interpret (3.2's interpreter
-lacks int1 values). Lightning 2.5: FSDP2 through ``ModelParallelStrategy`` with those names.
+``make test-oldest``. torch 2.7 is the first with ``distribute_tensor(..., src_data_rank=)``
+(masks placed like sharded data without a broadcast); 2.8 is the first whose Triton (3.4) runs
+the kernels in its interpreter, so the Triton backend is tested there (3.3's interpreter has no
+int1 values; the kernels compile for sm_90 on 3.3, but that alone proves no results). Lightning
+2.5: FSDP2 through ``ModelParallelStrategy`` with ``torch.distributed.fsdp``'s public names.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-MIN_TORCH = (2, 7)
+MIN_TORCH = (2, 8)
 MIN_LIGHTNING = (2, 5)
 
 

@@ -89,11 +89,11 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_an_old_torch_gets_one_clear_error_at_import():
-    done = _run("import torch; torch.__version__ = '2.6.0+cu124'\nimport blocksparsity")
+    done = _run("import torch; torch.__version__ = '2.7.1+cu126'\nimport blocksparsity")
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == (
-        "ImportError: blocksparsity needs torch>=2.7; this environment has torch 2.6.0+cu124. "
-        "Upgrade it (pip install 'torch>=2.7')."
+        "ImportError: blocksparsity needs torch>=2.8; this environment has torch 2.7.1+cu126. "
+        "Upgrade it (pip install 'torch>=2.8')."
     )
 
 
