@@ -39,7 +39,7 @@ SUBCOMMANDS = {
     "semi-structured": "benchmarks.semi_structured",
     "accuracy": "benchmarks.accuracy.__main__",
 }
-# ``vs-reference``: the harness with these arguments first (what benchmarks/vs_reference.py measured).
+# ``vs-reference``: the harness with these arguments first (torch.ao's reference against ours-torch at 4096x4096).
 VS_REFERENCE = ["--device", "cpu", "-k", "block_mask 4096x4096 fp32 L1 zpb", "--contenders", "reference", "ours-torch"]
 
 

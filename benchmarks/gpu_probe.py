@@ -46,13 +46,6 @@ class Probe:
         print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _bits_equal(a, b) -> bool:
     import torch
 
@@ -98,6 +91,7 @@ def _randn(shape, device, dtype=None, seed=0):
 def group_compile(p: Probe) -> None:
     import torch
 
+    from benchmarks.timing import once
     from blocksparsity import kernels
 
     n = 64 if p.dry else 4096
@@ -110,13 +104,7 @@ def group_compile(p: Probe) -> None:
             "apply_mask": lambda x=x: kernels.apply_mask(x, x > 0, backend="triton"),
         }
         for name, call in calls.items():
-            times = []
-            for _ in range(2):
-                _sync(p.device)
-                start = time.perf_counter()
-                call()
-                _sync(p.device)
-                times.append(time.perf_counter() - start)
+            times = [once(call, device=p.device) for _ in range(2)]
             p.check(f"compile {name} {str(dtype)[6:]}", True, f"first call {times[0]:.3f} s, second {times[1] * 1e3:.2f} ms")
 
 
@@ -125,6 +113,7 @@ def group_huge(p: Probe) -> None:
     2**31 blocks)."""
     import torch
 
+    from benchmarks.timing import synchronize
     from blocksparsity import kernels
 
     rows, cols = (3, 40) if p.dry else ((1 << 15) + 16, 1 << 16)
@@ -133,7 +122,7 @@ def group_huge(p: Probe) -> None:
     for bs, level in (((1, 4), 0.5), ((1, 1), 0.37)):
         start = time.perf_counter()
         m = kernels.block_mask(x, level, bs, backend="triton")
-        _sync(p.device)
+        synchronize(p.device)
         seconds = time.perf_counter() - start
         scores = kernels.block_norm(x, bs, backend="triton")
         pruned_blocks = ~m[:, :: bs[1]] if bs == (1, 4) else ~m

@@ -25,7 +25,7 @@ from benchmarks.bandwidth import CopyBandwidth, bytes_moved, copy_bandwidth
 from benchmarks.cases import Case
 from benchmarks.contenders import CONTENDERS, Contender, Runner
 from benchmarks.memory import COLLECT_ABOVE_BYTES, MemoryProbe, measure_call
-from benchmarks.timing import sample_seconds, synchronize
+from benchmarks.timing import nothing, once, sample_seconds
 
 
 @dataclass
@@ -136,22 +136,15 @@ def _failure(e: BaseException) -> str:
     return "failed: " + (text if len(text) <= 120 else text[:117] + "...")
 
 
-def _timed_call(run: Runner, setup: Callable[[], object], device: str) -> float:
-    setup()
-    synchronize(device)
-    start = time.perf_counter()
-    run()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def _nothing() -> None:
-    pass
-
-
-def _restorer(work: torch.Tensor, pristine: torch.Tensor) -> Callable[[], object]:
-    """Untimed setup for an operation that writes its input: put the input back."""
-    return lambda: work.copy_(pristine)
+def prepare(case: Case, device: str) -> tuple[torch.Tensor, Callable[[], object]]:
+    """The tensor every contender of ``case`` is built on, and the untimed setup before each
+    call: for an operation that writes its input (in-place sparsify) a copy of the input,
+    put back before every call; otherwise the input itself, and nothing to do."""
+    x = case.make_input(device)
+    if not case.mutates_input:
+        return x, nothing
+    work = x.clone()
+    return work, lambda: work.copy_(x)
 
 
 def _cleanup(device: str, collect: bool = True) -> None:
@@ -181,17 +174,15 @@ class Harness:
                 todo.append(c)
         if not todo:
             return result
-        x = case.make_input(self.device)
-        work = x.clone() if case.mutates_input else x
-        setup = _restorer(work, x) if case.mutates_input else _nothing
+        work, setup = prepare(case, self.device)
         runners: dict[str, Runner] = {}
         slowest = 0.0
         for c in todo:
             try:
                 runner = c.build(case, work)
-                first = _timed_call(runner, setup, self.device)
+                first = once(runner, setup, self.device)
                 if self.budget.first_call_too_slow(c, first):  # one more try: a busy moment is no verdict
-                    first = min(first, _timed_call(runner, setup, self.device))
+                    first = min(first, once(runner, setup, self.device))
                 reason = self.budget.first_call_too_slow(c, first)
                 slowest = max(slowest, 0.0 if c.compiles else first)
             except Exception as e:  # report it and go on: one broken contender must not end the run

@@ -21,14 +21,20 @@ Call = Callable[[], object]
 L2_FLUSH_BYTES = 256 << 20
 
 
-def _nothing() -> None:
-    pass
+def nothing() -> None:
+    """The setup of a call that needs none."""
 
 
-def _cpu_once(run: Call, setup: Call) -> float:
+def once(run: Call, setup: Call = nothing, device: str = "cpu") -> float:
+    """Seconds of one call of ``run`` by ``perf_counter``, after an untimed ``setup``; on a
+    GPU the device is synchronized before and after, so the time covers the call's kernels
+    (one call's wall time, as the harness's first calls need; ``sample_seconds`` times GPUs by
+    CUDA events)."""
     setup()
+    synchronize(device)
     start = time.perf_counter()
     run()
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -57,7 +63,7 @@ def sample_seconds(
 
     ``setup`` (untimed) runs before every call, warm-ups included.
     """
-    setup = setup or _nothing
+    setup = setup or nothing
     if device == "cuda":
         return [_cuda_samples(run, setup, repeats, max(1, warmup)) for run in runs]
     for _ in range(warmup):
@@ -67,7 +73,7 @@ def sample_seconds(
     samples: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
         for i, run in enumerate(runs):
-            samples[i].append(_cpu_once(run, setup))
+            samples[i].append(once(run, setup))
     return samples
 
 

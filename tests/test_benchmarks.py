@@ -5,14 +5,16 @@ Figures are never asserted: timings on a shared machine are noise."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from benchmarks import eager_contender, figures, harness, report, targets
+from benchmarks import eager_contender, figures, harness, report, targets, timing
 from benchmarks.bandwidth import CopyBandwidth, bytes_moved
 from benchmarks.cases import Case, default_cases
 from benchmarks.contenders import CONTENDERS, Contender
@@ -193,3 +195,39 @@ def test_subcommands_run_their_module_and_help_lists_them():
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "step() overhead over direct kernel calls" in done.stdout and "speedup over torch.ao" in done.stdout
+
+
+# ---------------------------------------------------------------- one way to time, one set of cases
+def test_prepare_gives_in_place_cases_their_input_back():
+    in_place = next(c for c in default_cases("cpu", quick=True) if c.mutates_input)
+    work, setup = harness.prepare(in_place, "cpu")
+    pristine = in_place.make_input("cpu")
+    work.zero_()
+    setup()
+    assert torch.equal(work, pristine)
+    read_only = next(c for c in default_cases("cpu", quick=True) if not c.mutates_input)
+    x, setup = harness.prepare(read_only, "cpu")
+    assert torch.equal(x, read_only.make_input("cpu")) and setup is timing.nothing
+
+
+def test_one_timed_call_runs_setup_untimed():
+    calls = []
+    seconds = timing.once(lambda: calls.append("run"), lambda: (calls.append("setup"), time.sleep(0.05)))
+    assert calls == ["setup", "run"] and 0 <= seconds < 0.05
+
+
+@pytest.mark.slow
+def test_pytest_benchmark_view_is_the_harness_cases_and_contenders():
+    """benchmarks/bench_harness.py collects one test per harness case and contender, and runs
+    (one quick case, every contender that runs on the CPU, timing disabled)."""
+    cases = default_cases("cpu", quick=True)
+    base = [sys.executable, "-m", "pytest", "benchmarks/bench_harness.py", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"]
+    done = subprocess.run([*base, "--collect-only"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ids = set(re.findall(r"test_contender\[(.*)\]", done.stdout))
+    assert ids == {f"{c.name.replace(' ', '-')}-{name}" for c in cases for name in CONTENDERS}
+    first = cases[0].name.replace(" ", "-")
+    done = subprocess.run([*base, "--benchmark-disable", "-k", first], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ran = {name for name in CONTENDERS if CONTENDERS[name].unsupported(cases[0], "cpu") is None}
+    assert re.search(rf"\b{len(ran)} passed", done.stdout), done.stdout[-3000:]

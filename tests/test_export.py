@@ -283,7 +283,7 @@ def test_verdict_benchmark_rejects_bad_shapes():
 
 # ---------------------------------------------------------------- GPT-2's Conv1D (weight stored (in, out))
 def conv1d_2_4_along_inputs(nx: int, nf: int, seed: int = 0) -> nn.Module:
-    """A transformers Conv1D pruned as the README says: (4, 1) blocks, 2 zeros each, level 1.0."""
+    """A transformers Conv1D pruned as docs/export-and-checkpoints.md says: (4, 1) blocks, 2 zeros each, level 1.0."""
     Conv1D = pytest.importorskip("transformers.pytorch_utils").Conv1D  # in the dev extra; a GPU machine may lack it
 
     layer = Conv1D(nf, nx)

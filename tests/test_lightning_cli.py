@@ -1,4 +1,4 @@
-"""Both callbacks from LightningCLI: the README's YAML config and its command line, run as
+"""Both callbacks from LightningCLI: docs/callbacks.md's YAML config and its command line, run as
 written (classes by import path, arguments as mappings, a filter function by import path)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.lightning_models import WARNING_FILTERS, TinyData, TinyModule, ramp_e
 pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+README = (ROOT / "docs" / "callbacks.md").read_text()  # the LightningCLI config and command line
 MATRICES = {"embed.weight", "mlp.0.weight", "mlp.2.weight"}
 QUIET = ["--trainer.max_epochs=2", "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.logger=false",
          "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
@@ -40,7 +40,7 @@ def _ours(cli: LightningCLI) -> list:
 
 
 def readme_command() -> list[str]:
-    """The arguments of the README's ``python train.py fit ...`` command line."""
+    """The arguments of docs/callbacks.md's ``python train.py fit ...`` command line."""
     (block,) = re.findall(r"```bash\n(python train\.py fit .*?)```", README, flags=re.S)
     words = shlex.split(block.replace("\\\n", " "))
     assert words[:3] == ["python", "train.py", "fit"]

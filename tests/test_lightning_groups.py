@@ -33,7 +33,7 @@ LINEARS = ("mlp.0.weight", "mlp.2.weight")
 
 
 def _groups() -> list[TrainingAwareDataSparsity]:
-    """The README's per-layer example: 50% of (1, 4) blocks on the embedding table, 2:4 on the
+    """The per-layer example of docs/callbacks.md, on TinyModule: 50% of (1, 4) blocks on the embedding table, 2:4 on the
     linear layers, each with its own ramp."""
     embeddings = TrainingAwareDataSparsity(
         DataNormSparsifier, HALF_BLOCKS, CubicSLScheduler, {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": 3},
