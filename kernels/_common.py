@@ -1,5 +1,5 @@
 """Definitions every part of ``blocksparsity.kernels`` shares, stated once: the backend names, the 2-D view
-and its block grid, the DTensor test, the non-finite check, and the threshold that a
+and its block grid, the DTensor test and its local shard, the non-finite check, and the threshold that a
 selection hands to a mask (with the radix digits that find it).
 
 Plain Python and torch only: every backend, the API layer, the sharded path and
@@ -49,6 +49,11 @@ def is_dtensor(x: object) -> bool:
     so plain tensors never pay for that import.)"""
     module = sys.modules.get("torch.distributed.tensor")
     return module is not None and isinstance(x, module.DTensor)
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (in-place ops on it change the DTensor), else ``t`` itself."""
+    return t.to_local() if is_dtensor(t) else t
 
 
 def nonfinite(x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@ import torch
 
 from blocksparsity.kernels import _torch
 from blocksparsity.kernels._backend import Backend
-from blocksparsity.kernels._common import BACKENDS, TORCH, TRITON
+from blocksparsity.kernels._common import TORCH, TRITON
+from blocksparsity.kernels.validation import check_backend
 
 
 def triton_installed() -> bool:
@@ -42,8 +43,7 @@ def _triton_backend() -> Backend:
 
 def backend_name(backend: str, device: torch.device) -> str:
     """Resolve ``backend`` for a tensor on ``device``, or say why it cannot run there."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}; got {backend!r}")
+    check_backend(backend)
     if backend == "auto":
         return TRITON if device.type == "cuda" and triton_installed() else TORCH
     if backend == TRITON:

@@ -5,7 +5,7 @@ with ``gamma=2`` doubles it past 1), so it is checked where it is stored and aga
 masks are made from it: a finite real number >= 0, where anything above 1 means 1 (every
 block pruned, as in torch.ao; the sparsifier warns once).
 
-The kernel API is stricter on purpose (``blocksparsity.kernels.api.check_sparsity_level``: a real number
+The kernel API is stricter on purpose (``blocksparsity.kernels.validation.check_sparsity_level``: a real number
 in [0, 1], else ``TypeError``/``ValueError``): one call makes one mask, so a level above 1
 there is the caller's mistake, not a schedule running past its end. ``blocksparsity.checkpoint``'s
 one-shot prune uses that strict check too.

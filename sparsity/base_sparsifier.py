@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from blocksparsity import kernels
+from blocksparsity.kernels import validation
 
 __all__ = ["SUPPORTED_TYPES", "BaseDataSparsifier", "UnknownDataError"]
 
@@ -60,9 +61,9 @@ def _as_bool_mask(mask: object, data: torch.Tensor, name: str) -> torch.Tensor:
     if mask.shape != data.shape:
         raise ValueError(f"mask for {name!r} must have the data's shape {tuple(data.shape)}; got {tuple(mask.shape)}")
     mask = mask if mask.dtype == torch.bool else mask != 0
-    if kernels.api.is_dtensor(data):
+    if validation.is_dtensor(data):
         return _placed_like(mask, data, name)
-    if kernels.api.is_dtensor(mask):
+    if validation.is_dtensor(mask):
         raise ValueError(f"mask for {name!r} is a DTensor but its data is not; pass a plain mask")
     return mask.to(data.device)
 
@@ -72,7 +73,7 @@ def _placed_like(mask: torch.Tensor, data: Any, name: str) -> torch.Tensor:
     whole tensor on every rank: each keeps its own part (no communication)."""
     from torch.distributed.tensor import distribute_tensor
 
-    if not kernels.api.is_dtensor(mask):
+    if not validation.is_dtensor(mask):
         return distribute_tensor(mask.to(data.device), data.device_mesh, data.placements, src_data_rank=None)
     if mask.device_mesh != data.device_mesh:
         raise ValueError(f"mask for {name!r} is a DTensor on another device mesh than its data")
@@ -84,14 +85,14 @@ def _placed_like(mask: torch.Tensor, data: Any, name: str) -> torch.Tensor:
 def _placed_alike(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Are ``a`` and ``b`` DTensors of one shape on one mesh with the same placements?"""
     return (
-        kernels.api.is_dtensor(a) and kernels.api.is_dtensor(b) and a.shape == b.shape
+        validation.is_dtensor(a) and validation.is_dtensor(b) and a.shape == b.shape
         and a.device_mesh == b.device_mesh and tuple(a.placements) == tuple(b.placements)
     )
 
 
 def _all_kept(weight: torch.Tensor) -> torch.Tensor:
     """An all-True mask for ``weight`` (a DTensor placed like it, for DTensor data)."""
-    if kernels.api.is_dtensor(weight):
+    if validation.is_dtensor(weight):
         return torch.ones_like(weight, dtype=torch.bool)
     return torch.ones(weight.shape, dtype=torch.bool, device=weight.device)
 
@@ -231,7 +232,7 @@ class BaseDataSparsifier(abc.ABC):
         the identity of the mask tensor that ``get_mask`` handed out (a DTensor mask is
         overwritten shard by shard: ``.data`` does not reach a DTensor's shard)."""
         current = self.state[name]["mask"]
-        if not (kernels.api.is_dtensor(current) or kernels.api.is_dtensor(mask)):
+        if not (validation.is_dtensor(current) or validation.is_dtensor(mask)):
             current.data = mask
         elif _placed_alike(current, mask):
             current.to_local().copy_(mask.to_local())
@@ -256,10 +257,10 @@ class BaseDataSparsifier(abc.ABC):
         if leave_parametrized:
             # Check everything before writing anything: one bad tensor leaves all untouched.
             for name in todo:
-                kernels.api.check_writable(self._data[name], f"data {name!r}")
+                validation.check_writable(self._data[name], f"data {name!r}")
             if todo:
                 with torch.no_grad():
-                    flags = [kernels.api.nonfinite(self._data[name]) for name in todo]
+                    flags = [kernels.nonfinite(self._data[name]) for name in todo]
                     flags = torch.stack([flag.to(flags[0].device) for flag in flags])
                 bad = [name for name, flag in zip(todo, flags.tolist(), strict=True) if flag]  # the one sync
                 if bad:
@@ -337,7 +338,7 @@ class BaseDataSparsifier(abc.ABC):
                 raise TypeError(f"{where} must be a torch.Tensor; got {type(mask).__name__}")
             if mask.is_meta or mask.dtype.is_complex:
                 raise TypeError(f"{where} must be a bool (or numeric) tensor with data; got {mask.dtype} on {mask.device}")
-            mask = mask.to_dense() if not kernels.api.is_dtensor(mask) and mask.layout != torch.strided else mask
+            mask = mask.to_dense() if not validation.is_dtensor(mask) and mask.layout != torch.strided else mask
             states[name] = mask if mask.dtype == torch.bool else mask != 0
         container = {}
         _need_mapping(sd.get("_container", {}), "state_dict['_container']")

@@ -19,15 +19,11 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
-from blocksparsity.kernels._common import is_dtensor
+from blocksparsity.kernels.validation import is_dtensor, local_tensor
 
 __all__ = ["assert_masks_agree", "count_zeros", "disagreeing_masks", "mask_fingerprint"]
 
 _NONE = torch.iinfo(torch.int64).min  # a slot this rank does not hold: below every value
-
-
-def _local(mask: torch.Tensor) -> torch.Tensor:
-    return mask.to_local() if is_dtensor(mask) else mask
 
 
 def _shard_slot(mask: torch.Tensor) -> tuple[int, int, bool]:
@@ -53,7 +49,7 @@ def mask_fingerprint(masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
     differ when masks differ in count or position (up to rare collisions)."""
     parts = []
     for m in masks.values():
-        local = _local(m)
+        local = local_tensor(m)
         rows, cols = (local.shape[0], math.prod(local.shape[1:])) if local.dim() else (1, 1)
         z = (~local.bool()).reshape(rows, cols).to(torch.int64)
         rows = torch.arange(1, z.shape[0] + 1, device=z.device)
@@ -106,7 +102,7 @@ def count_zeros(masks: Mapping[str, torch.Tensor], group: dist.ProcessGroup | No
     over the ranks of ``group`` (default: all) by one all-reduce, each shard counted once."""
     if not masks:
         return []
-    local = [(~_local(m).bool()).sum().to(torch.int64) for m in masks.values()]
+    local = [(~local_tensor(m).bool()).sum().to(torch.int64) for m in masks.values()]
     counts = torch.stack([c.to(local[0].device) for c in local])
     sharded = [is_dtensor(m) for m in masks.values()]
     if any(sharded) and _initialized():

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from blocksparsity.kernels.validation import dtype_name
+
 __all__ = ["ExportRecord", "format_export_report", "is_n_m_sparse", "is_transposed_linear", "to_semi_structured"]
 
 logger = logging.getLogger(__name__)
@@ -121,10 +123,6 @@ def _backend() -> tuple[str, type]:
     return "cusparselt", SparseSemiStructuredTensorCUSPARSELT
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def hardware_reason(
     shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, capability: tuple[int, int] | None, backend: str
 ) -> str | None:
@@ -135,13 +133,13 @@ def hardware_reason(
     if capability is None or tuple(capability) < MIN_CAPABILITY:
         return f"compute capability {capability} < 8.0: no sparse tensor cores"
     if dtype not in EXPORT_DTYPES:
-        return f"dtype {_dtype_name(dtype)} not supported (float16, bfloat16 or int8)"
+        return f"dtype {dtype_name(dtype)} not supported (float16, bfloat16 or int8)"
     from torch.sparse import SparseSemiStructuredTensorCUSPARSELT, SparseSemiStructuredTensorCUTLASS
 
     cls = SparseSemiStructuredTensorCUSPARSELT if backend == "cusparselt" else SparseSemiStructuredTensorCUTLASS
     limits = cls._DTYPE_SHAPE_CONSTRAINTS.get(dtype)
     if limits is None:
-        return f"dtype {_dtype_name(dtype)} not supported by {backend}"
+        return f"dtype {dtype_name(dtype)} not supported by {backend}"
     rows, cols = limits.sparse_min_rows, limits.sparse_min_cols
     out_f, in_f = shape
     if out_f < rows or out_f % rows or in_f < cols or in_f % cols:
@@ -227,7 +225,7 @@ def _export_one(
 
     transposed = is_transposed_linear(layer)
     weight = layer.weight
-    record = dict(name=name, shape=tuple(weight.shape), dtype=_dtype_name(weight.dtype), device=str(weight.device))
+    record = dict(name=name, shape=tuple(weight.shape), dtype=dtype_name(weight.dtype), device=str(weight.device))
     if isinstance(weight, SparseSemiStructuredTensor):
         return ExportRecord(**record, exported=False, reason="already semi-structured", is_2_4=True), None
     if parametrize.is_parametrized(layer, "weight"):

@@ -11,7 +11,13 @@ import torch
 from blocksparsity import kernels
 from blocksparsity._level import sparsifier_level
 from blocksparsity.base_sparsifier import BaseDataSparsifier
-from blocksparsity.kernels.api import check_block_shape, check_norm, check_zeros_per_block
+from blocksparsity.kernels.validation import (
+    check_backend,
+    check_block_shape,
+    check_norm,
+    check_not_float64,
+    check_zeros_per_block,
+)
 
 __all__ = ["DataNormSparsifier"]
 
@@ -52,9 +58,7 @@ class DataNormSparsifier(BaseDataSparsifier):
         backend: str = "auto",
     ):
         self.norm = check_norm(norm)
-        if backend not in ("auto", "triton", "torch"):
-            raise ValueError(f"backend must be 'auto', 'triton' or 'torch'; got {backend!r}")
-        self.backend = backend
+        self.backend = check_backend(backend)
         self._warned_level_above_one = False
         super().__init__(
             data_list,
@@ -83,11 +87,7 @@ class DataNormSparsifier(BaseDataSparsifier):
 
     def _check_data(self, name: str, weight: torch.Tensor) -> None:
         super()._check_data(name, weight)
-        if weight.dtype == torch.float64:
-            raise TypeError(
-                f"data {name!r} is float64; add it as float32 (e.g. .float()): block scores are float32, and "
-                "torch.ao ranks float64 data in float64, so float32 scores could choose other blocks"
-            )
+        check_not_float64(weight.dtype, f"data {name!r}", "add it as float32 (e.g. .float())")
 
     def _level(self, name: str, sparsity_level: object) -> float:
         """The level masks of ``name`` are made with (a scheduler may have set any value)."""

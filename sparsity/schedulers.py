@@ -17,11 +17,18 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
-from typing import Any
+from typing import Any, NamedTuple
 
 from blocksparsity.base_sparsifier import BaseDataSparsifier
 
-__all__ = ["BaseDataScheduler", "CubicSLScheduler", "LambdaSLScheduler", "LinearSLScheduler", "StepSLScheduler"]
+__all__ = [
+    "BaseDataScheduler",
+    "CubicSLScheduler",
+    "LambdaSLScheduler",
+    "LinearSLScheduler",
+    "Shortfall",
+    "StepSLScheduler",
+]
 
 
 def _with_step_counter(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,6 +46,17 @@ def _with_step_counter(method: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper._with_counter = True  # type: ignore[attr-defined]
     return wrapper
+
+
+class Shortfall(NamedTuple):
+    """A group whose scheduled value at some epoch is not yet its final value
+    (``BaseDataScheduler.shortfall_at``)."""
+
+    name: str
+    value: float  # the group's value at that epoch
+    final: float  # its final value
+    final_t: float  # the first epoch at which it has the final value
+    how_to_end: str  # the arguments that end the schedule by that epoch, in words
 
 
 class BaseDataScheduler(abc.ABC):
@@ -80,6 +98,13 @@ class BaseDataScheduler(abc.ABC):
     @abc.abstractmethod
     def get_schedule_param(self) -> dict[str, Any]:
         """The value of ``schedule_param`` for each data group at ``last_epoch``."""
+
+    def shortfall_at(self, t: int) -> Shortfall | None:
+        """The first group whose value at epoch ``t`` is not yet its final value, with what
+        to set so that it is; ``None`` when every group has its final value by then, or when
+        the schedule has no final value (this base class, ``StepSLScheduler``,
+        ``LambdaSLScheduler``). Changes nothing."""
+        return None
 
     def get_last_param(self) -> dict[str, Any]:
         return self._last_param
@@ -202,16 +227,23 @@ class _RampScheduler(BaseDataScheduler):
     def level(self, s_0: float, s_f: float, t: int, t_0: int, dt: float, n: float, initially_zero: bool) -> float:
         """The value at epoch ``t``."""
 
-    def level_at(self, name: str, t: int) -> float:
+    def shortfall_at(self, t: int) -> Shortfall | None:
+        for name, final in self.base_param.items():
+            value = self._level_at(name, t)
+            if abs(value - final) > 1e-9:
+                return Shortfall(name, value, final, self._final_t(name), self._how_to_end_by(name, t))
+        return None
+
+    def _level_at(self, name: str, t: int) -> float:
         """Group ``name``'s value at epoch ``t`` (no state changes)."""
         return self.level(self.init_sl[name], self.base_param[name], t, self.init_t[name], self.delta_t[name],
                           self.total_t[name], self.initially_zero[name])
 
-    def final_t(self, name: str) -> float:
+    def _final_t(self, name: str) -> float:
         """The first epoch at which group ``name`` has its final value (the group's base)."""
         return self.init_t[name] + self.total_t[name]
 
-    def ending_hint(self, name: str, t: int) -> str:
+    def _how_to_end_by(self, name: str, t: int) -> str:
         """Arguments that make group ``name``'s ramp end at epoch ``t``, in words."""
         return f"init_t + total_t <= {t}, e.g. total_t={max(1, t - self.init_t[name])}"
 
@@ -263,10 +295,10 @@ class CubicSLScheduler(_RampScheduler):
     def level(self, s_0, s_f, t, t_0, dt, n, initially_zero):
         return self.sparsity_compute_fn(s_0, s_f, t, t_0, dt, n, initially_zero)
 
-    def final_t(self, name: str) -> float:
+    def _final_t(self, name: str) -> float:
         return self.init_t[name] + self.total_t[name] * self.delta_t[name]
 
-    def ending_hint(self, name: str, t: int) -> str:
+    def _how_to_end_by(self, name: str, t: int) -> str:
         span, dt = t - self.init_t[name], self.delta_t[name]
         if span >= dt:
             return f"init_t + total_t * delta_t <= {t}, e.g. total_t={int(span // dt)} with delta_t={dt}"

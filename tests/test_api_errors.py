@@ -105,3 +105,51 @@ def test_triton_on_cpu_without_interpreter_says_why(monkeypatch):
 
 def test_auto_takes_torch_on_cpu():
     assert _dispatch.backend_name("auto", torch.device("cpu")) == "torch"
+
+
+# ------------------------------------------------------------------ the rules, said once
+def test_the_validation_module_states_the_rules_the_api_and_the_sparsifier_share():
+    from blocksparsity import DataNormSparsifier
+    from blocksparsity.kernels import validation
+
+    assert set(validation.__all__) <= set(dir(validation)) and "validation" in kernels.__all__
+    assert validation.BACKENDS == ("auto", "triton", "torch")
+    for bad in ("cuda", None):
+        with pytest.raises(ValueError, match="backend must be one of 'auto', 'triton', 'torch'"):
+            validation.check_backend(bad)
+        with pytest.raises(ValueError, match="backend must be one of 'auto', 'triton', 'torch'"):
+            DataNormSparsifier(backend=bad)
+        with pytest.raises(ValueError, match="backend must be one of 'auto', 'triton', 'torch'"):
+            kernels.block_norm(torch.ones(4, 4), backend=bad)
+    assert validation.dtype_name(torch.bfloat16) == "bfloat16"
+    assert validation.check_not_float64(torch.float32, "x", "cast it") is None
+    with pytest.raises(TypeError, match=r"^y is float64; cast it: block scores are float32"):
+        validation.check_not_float64(torch.float64, "y", "cast it")
+    assert validation.FLOAT64_REFUSED in _error_of(lambda: kernels.block_mask(torch.ones(4, 4, dtype=torch.float64), 0.5))
+    assert validation.FLOAT64_REFUSED in _error_of(lambda: DataNormSparsifier([("w", torch.ones(4, 4, dtype=torch.float64))]))
+    assert validation.clip_block((3, 100), (8, 4)) == (3, 4) and validation.local_tensor(torch.ones(2)).shape == (2,)
+
+
+def _error_of(call) -> str:
+    with pytest.raises((TypeError, ValueError)) as info:
+        call()
+    return str(info.value)
+
+
+def test_sparsity_uses_only_the_public_names_of_kernels():
+    """``blocksparsity`` imports from ``blocksparsity.kernels`` only what it exports: its
+    ``__all__`` and the ``validation`` module's; never a private module or ``kernels.api``."""
+    import ast
+    from pathlib import Path
+
+    from blocksparsity.kernels import validation
+
+    root = Path(__file__).resolve().parent.parent / "sparsity"
+    allowed = {"blocksparsity.kernels": set(kernels.__all__), "blocksparsity.kernels.validation": set(validation.__all__)}
+    for path in root.rglob("*.py"):
+        source = path.read_text()
+        assert "kernels._" not in source and "kernels.api" not in source, path
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("blocksparsity.kernels"):
+                assert node.module in allowed, (path, node.module)
+                assert {a.name for a in node.names} <= allowed[node.module], (path, node.module)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 
 import lightning.pytorch as pl
 import pytest
@@ -14,6 +15,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 
 from blocksparsity import (
+    BaseDataSparsifier,
     CubicSLScheduler,
     DataNormSparsifier,
     LinearSLScheduler,
@@ -22,7 +24,7 @@ from blocksparsity import (
     TrainingAwareDataSparsity,
     kernels,
 )
-from blocksparsity.callbacks import _model
+from blocksparsity.callbacks import _model, timed_hook
 from tests.lightning_models import WARNING_FILTERS, TinyModule, loader, ramp_ends_late, trainer
 
 pytestmark = pytest.mark.filterwarnings(*WARNING_FILTERS)
@@ -260,24 +262,69 @@ class CountingSparsifier(DataNormSparsifier):
         super().__init__(*args, **kwargs)
 
 
-def test_one_sparsifier_per_fit():
-    """The sparsifier a callback builds when it is made (so bad values fail at once) serves its
-    first fit; each later fit builds one more; nothing is built to be thrown away."""
+def test_one_sparsifier_per_fit_built_at_setup():
+    """Construction checks the sparsifier arguments by building one and keeps none; each fit
+    builds its own sparsifier and scheduler at setup, once, and its hooks use those."""
     CountingSparsifier.built = 0
     ta = TrainingAwareDataSparsity(CountingSparsifier, SPARSIFIER_ARGS, StepSLScheduler, {"gamma": 1.0})
     pt = PostTrainingDataSparsity(CountingSparsifier, SPARSIFIER_ARGS)
     assert CountingSparsifier.built == 2 and ta.data_sparsifier is None and pt.data_sparsifier is None
+    assert not any(isinstance(v, BaseDataSparsifier) for cb in (ta, pt) for v in vars(cb).values())
     module = TinyModule()
-    trainer(max_epochs=2, callbacks=[ta, pt]).fit(module, loader())
-    assert CountingSparsifier.built == 2
+    seen = _SparsifierAtEachHook(ta, pt)
+    trainer(max_epochs=2, callbacks=[ta, pt, seen]).fit(module, loader())
+    assert CountingSparsifier.built == 4
     first = ta.data_sparsifier, ta.data_scheduler, pt.data_sparsifier
+    assert seen.ids == {tuple(map(id, first))}  # the objects setup built, at every hook
     assert ta.data_scheduler.data_sparsifier is first[0] and set(ta.masks) == set(pt.masks) == set(first[0].data_groups)
     for name, p in module.model.named_parameters():
         if name in ta.masks:
             assert torch.equal(pt.masks[name], kernels.block_mask(p.detach(), 0.5, (1, 4), 4)), name
     trainer(max_epochs=1, callbacks=[ta, pt]).fit(module, loader())
-    assert CountingSparsifier.built == 4
+    assert CountingSparsifier.built == 6
     assert ta.data_sparsifier is not first[0] and ta.data_scheduler is not first[1] and pt.data_sparsifier is not first[2]
+
+
+class _SparsifierAtEachHook(pl.Callback):
+    """Records the ids of the callbacks' sparsifiers and scheduler at each training hook."""
+
+    def __init__(self, ta, pt):
+        self.ta, self.pt, self.ids = ta, pt, set()
+
+    def _see(self, *args):
+        self.ids.add((id(self.ta.data_sparsifier), id(self.ta.data_scheduler), id(self.pt.data_sparsifier)))
+
+    on_train_start = on_train_batch_end = on_train_epoch_end = _see
+
+
+def test_timed_hook_adds_the_hooks_wall_time_also_when_it_raises():
+    class Slow(PostTrainingDataSparsity):
+        @timed_hook
+        def on_validation_end(self, trainer, pl_module):
+            time.sleep(0.02)
+            if pl_module == "raise":
+                raise RuntimeError("boom")
+            return "done"
+
+    cb = Slow(DataNormSparsifier, SPARSIFIER_ARGS)
+    assert cb.seconds_in_callback == 0.0
+    assert cb.on_validation_end(None, None) == "done" and Slow.on_validation_end.__name__ == "on_validation_end"
+    assert 0.02 <= cb.seconds_in_callback < 1.0
+    with pytest.raises(RuntimeError, match="boom"):
+        cb.on_validation_end(None, "raise")
+    assert cb.seconds_in_callback >= 0.04
+
+
+def test_every_lightning_hook_is_marked_override_and_timed_where_it_works():
+    for cls in (PostTrainingDataSparsity, TrainingAwareDataSparsity):
+        for name in dir(cls):
+            if name.startswith("on_") or name in ("setup", "state_dict", "load_state_dict"):
+                hook = getattr(cls, name)
+                if hook is not getattr(pl.Callback, name):
+                    assert getattr(hook, "__override__", False), f"{cls.__name__}.{name}"
+    timed = {"on_train_start", "on_train_epoch_end", "on_after_backward", "on_train_batch_end"}
+    for name in timed:
+        assert hasattr(getattr(TrainingAwareDataSparsity, name), "__wrapped__"), name
 
 
 def test_masks_and_layers_are_read_only_views():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from blocksparsity import DataNormSparsifier, StepSLScheduler, TrainingAwareDataSparsity
 from blocksparsity.checkpoint import (
     CheckpointError,
     load_lightning_checkpoint,
@@ -102,3 +103,23 @@ def test_bad_inputs(tmp_path):
     assert torch.equal(torch.load(tmp_path / "exists.ckpt", weights_only=True)["state_dict"]["model.w"], torch.ones(4, 4))
     with pytest.raises(TypeError, match="force"):
         write_lightning_checkpoint(lightning, tmp_path / "other.ckpt", force="yes")
+
+
+def test_the_loader_finds_the_training_aware_state_by_the_key_its_module_exports(tmp_path, monkeypatch):
+    from blocksparsity.callbacks import training_aware
+    from blocksparsity.callbacks.training_aware import SHARDED_MASKS_PREFIX, STATE_KEY, is_state_key
+
+    named = TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler, {}, name="emb")
+    assert TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler, {}).state_key == STATE_KEY
+    assert is_state_key(STATE_KEY) and is_state_key(named.state_key) and is_state_key(TrainingAwareDataSparsity)
+    assert not any(is_state_key(k) for k in ("PostTrainingDataSparsity", STATE_KEY + "X", "EarlyStopping{}", 3))
+    path = tmp_path / "ck.pt"
+    save_sparse({"model.w": torch.ones(4, 4), SHARDED_MASKS_PREFIX + "model.w": torch.ones(4, 4)}, path, extra={
+        "pytorch-lightning_version": "2.6.0", "callbacks": {named.state_key: {}, "Other": {}}})
+    loaded = load_lightning_checkpoint(path)
+    assert loaded["callbacks"] == {"Other": {}} and list(loaded["state_dict"]) == ["model.w"]
+    # the loader asks the callback's module, not a copy of its names
+    monkeypatch.setattr(training_aware, "is_state_key", lambda key: key == "Other")
+    monkeypatch.setattr(training_aware, "SHARDED_MASKS_PREFIX", "model.")
+    loaded = load_lightning_checkpoint(path)
+    assert loaded["callbacks"] == {named.state_key: {}} and list(loaded["state_dict"]) == [SHARDED_MASKS_PREFIX + "model.w"]

@@ -165,3 +165,29 @@ def test_load_state_dict_rejects_garbage():
     s = make_sparsifier()
     with pytest.raises(ValueError, match="state_dict"):
         StepSLScheduler(s).load_state_dict({"nonsense": 1})
+
+
+# ------------------------------------------------------------------ shortfall_at (the ramp check)
+def test_shortfall_at_says_which_group_a_ramp_has_not_finished_and_what_to_set():
+    from blocksparsity.schedulers import Shortfall
+
+    s = make_sparsifier(levels=(0.5, 0.5, 0.5))
+    cubic = CubicSLScheduler(s, init_sl=0.0, init_t=0, delta_t=1, total_t=4)
+    short = cubic.shortfall_at(3)
+    assert isinstance(short, Shortfall) and short.final == 0.5 and short.final_t == 4
+    assert short.name == next(iter(s.data_groups)) and 0.0 < short.value < 0.5
+    assert short.value == pytest.approx(cubic.sparsity_compute_fn(0.0, 0.5, 3, 0, 1, 4))
+    assert "total_t=3 with delta_t=1" in short.how_to_end
+    assert cubic.shortfall_at(4) is None and cubic.shortfall_at(100) is None
+    epoch = cubic.last_epoch
+    cubic.shortfall_at(2)
+    assert cubic.last_epoch == epoch  # it changes nothing
+
+    linear = LinearSLScheduler(make_sparsifier(levels=(0.4, 0.4, 0.4)), init_t=2, total_t=5)
+    assert linear.shortfall_at(6).how_to_end == "init_t + total_t <= 6, e.g. total_t=4"
+    assert linear.shortfall_at(7) is None
+
+
+def test_schedules_without_an_end_have_no_shortfall():
+    assert StepSLScheduler(make_sparsifier(), gamma=2).shortfall_at(0) is None
+    assert LambdaSLScheduler(make_sparsifier(), sl_lambda=lambda e: 0.5).shortfall_at(0) is None

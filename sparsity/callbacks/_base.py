@@ -1,8 +1,15 @@
 """What both callbacks share: argument checks, attaching the model's tensors to the
-sparsifier, computing masks on the model's device, the sparsified copy, reporting."""
+sparsifier, computing masks on the model's device, the sparsified copy, reporting.
+
+The lifecycle, in the shape of Lightning's own callbacks: ``__init__`` checks every argument
+(and keeps no object it built to do so); ``setup("fit")`` checks the model and builds the
+fit's sparsifier (and scheduler): the one place they are built; the hooks then use them.
+Hooks whose wall time counts in ``seconds_in_callback`` are marked ``@timed_hook``.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import time
@@ -14,10 +21,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
+from typing_extensions import override
 
 from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.callbacks import _model, _report
 from blocksparsity.distributed import assert_masks_agree
+from blocksparsity.kernels.validation import check_bool
 
 
 def check_class(cls: object, base: type, what: str) -> type:
@@ -66,12 +75,6 @@ def check_args(cls: type, args: object, what: str, reserved: tuple[str, ...]) ->
     return args
 
 
-def check_flag(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{what} must be True or False; got {value!r}")
-    return value
-
-
 def check_device(device: object, what: str) -> torch.device | None:
     """None, or something ``torch.device`` takes (checked now, not when the copy is made)."""
     if device is None:
@@ -82,6 +85,21 @@ def check_device(device: object, what: str) -> torch.device | None:
         return torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"{what} must name a device such as 'cpu' or 'cuda:0'; got {device!r} ({err})") from None
+
+
+def timed_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a callback hook so that its wall time (also when it raises) is added to the
+    callback's ``seconds_in_callback``."""
+
+    @functools.wraps(hook)
+    def timed(self: DataSparsityCallback, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            self.seconds_in_callback += time.perf_counter() - start
+
+    return timed
 
 
 def _sync(device: torch.device) -> None:
@@ -111,12 +129,11 @@ class DataSparsityCallback(pl.Callback):
         self.data_sparsifier_args = check_args(
             self.data_sparsifier_class, data_sparsifier_args, "data_sparsifier_args", ("data_list",)
         )
-        # Built now so that bad values fail before training; the first fit then uses it (one sparsifier per fit).
-        self._unused_sparsifier: BaseDataSparsifier | None = self.data_sparsifier_class(**self.data_sparsifier_args)
+        self.data_sparsifier_class(**self.data_sparsifier_args)  # bad values fail now; setup builds the fit's own
         self._keep = _model.check_param_filter(param_filter)
         self.sparsified_device = check_device(sparsified_device, "sparsified_device")
-        self.verify_ranks = check_flag(verify_ranks, "verify_ranks")
-        self.print_table = check_flag(print_table, "print_table")
+        self.verify_ranks = check_bool(verify_ranks, "verify_ranks")
+        self.print_table = check_bool(print_table, "print_table")
         self.data_sparsifier: BaseDataSparsifier | None = None
         self.sparsified: nn.Module | None = None
         self.history: list[dict[str, float]] = []  # metrics of every mask update
@@ -139,6 +156,7 @@ class DataSparsityCallback(pl.Callback):
 
     # ---------------------------------------------------------------- identity
     @property
+    @override
     def state_key(self) -> str:
         """Where Lightning keeps this callback's state in a checkpoint: the class name (as
         before) for an unnamed callback, ``"TrainingAwareDataSparsity{'name': 'emb'}"`` for
@@ -198,18 +216,22 @@ class DataSparsityCallback(pl.Callback):
             )
         return params
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Before a fit: refuse what cannot work (FSDP1, a module with nothing to sparsify,
+        overlapping callbacks), then build the fit's sparsifier (``_build``)."""
         if isinstance(trainer.strategy, FSDPStrategy):  # it wraps the model later, in FSDP1
             raise ValueError(f"{type(self).__name__}: {_model.FSDP1_MESSAGE}")
         if stage == "fit":
-            self._parameters(pl_module)  # a module with nothing to sparsify fails before training
+            params = self._parameters(pl_module)
             self._refuse_overlaps(trainer, pl_module)
+            self._build(params)
 
-    def _new_sparsifier(self) -> BaseDataSparsifier:
-        """The sparsifier of a fit: the one ``__init__`` built (checking the arguments) for
-        the first fit, a new one for each later fit."""
-        sparsifier, self._unused_sparsifier = self._unused_sparsifier, None
-        return sparsifier if sparsifier is not None else self.data_sparsifier_class(**self.data_sparsifier_args)
+    def _build(self, params: dict[str, nn.Parameter]) -> None:
+        """The one place a fit's sparsifier is built (one per fit; subclasses add what goes
+        with it); it has no masks yet."""
+        self.data_sparsifier = self.data_sparsifier_class(**self.data_sparsifier_args)
+        self._masks = {}
 
     def _attach_live(self, params: dict[str, nn.Parameter], fresh: bool = False) -> None:
         """Point the sparsifier at the live weights (no copy), keeping configs. Masks are
@@ -263,10 +285,3 @@ class DataSparsityCallback(pl.Callback):
     def _print_table(self, trainer: pl.Trainer, title: str) -> None:
         if self.print_table and self._layers and trainer.is_global_zero:
             print(_report.table(self._layers, self._mask_seconds, title), flush=True)
-
-    def _timed(self, hook, *args: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return hook(*args)
-        finally:
-            self.seconds_in_callback += time.perf_counter() - start

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from blocksparsity.kernels.validation import is_dtensor
+
 # Callable comes before str: jsonargparse (LightningCLI) then reads an import path such as
 # "my_package.filters.only_attention" as that function, and anything else as a glob.
 ParamFilter = None | Callable[[str, torch.Tensor], bool] | str | re.Pattern | Iterable[str | re.Pattern]
@@ -148,14 +150,8 @@ def _fsdp2_module_type() -> type | None:
     return FSDPModule
 
 
-def _is_dtensor(t: object) -> bool:
-    from blocksparsity.kernels.api import is_dtensor
-
-    return is_dtensor(t)
-
-
 def _copied_tensor(t: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
-    if _is_dtensor(t):  # a shard stays a shard, on its mesh
+    if is_dtensor(t):  # a shard stays a shard, on its mesh
         if device is not None and torch.device(device).type != t.device.type:
             raise ValueError(
                 f"sparsified_device={str(device)!r} cannot hold a copy of a sharded (DTensor) parameter on "
@@ -181,7 +177,7 @@ def copy_to(module: nn.Module, device: torch.device | str | None, skip: Iterable
             continue
         new = _copied_tensor(t, device)
         memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
-        if _is_dtensor(t):
+        if is_dtensor(t):
             memo[id(t.device_mesh)] = t.device_mesh  # meshes and their process groups are shared, not copied
     fsdp2 = _fsdp2_module_type()
     if fsdp2 is not None and any(isinstance(m, fsdp2) for m in module.modules()):

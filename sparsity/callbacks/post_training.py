@@ -7,18 +7,19 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from typing_extensions import override
 
 from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.callbacks import _model
-from blocksparsity.callbacks._base import DataSparsityCallback
+from blocksparsity.callbacks._base import DataSparsityCallback, timed_hook
 
 
 class PostTrainingDataSparsity(DataSparsityCallback):
     """Sparsifies a copy of the model after training; the model itself is not modified.
 
     At the end of ``fit`` the callback takes its ``data_sparsifier_class(**data_sparsifier_args)``
-    (built with the callback, so bad values fail before training; one per fit),
-    computes masks from the trained weights on their device (Triton kernels on CUDA),
+    (checked when the callback is made, so bad values fail before training; built at
+    ``setup``, one per fit), computes masks from the trained weights on their device (Triton kernels on CUDA),
     and leaves the sparsified copy in ``.sparsified`` (on ``sparsified_device``, default:
     the model's). The sparsifier stays in ``.data_sparsifier``.
 
@@ -63,14 +64,10 @@ class PostTrainingDataSparsity(DataSparsityCallback):
             sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table, name=name,
         )
 
+    @override
+    @timed_hook
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._timed(self._sparsify, trainer, pl_module)
-        self._print_table(trainer, "Post-training sparsity" + (f" ({self.name})" if self.name else ""))
-
-    def _sparsify(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        params = self._parameters(pl_module)
-        self.data_sparsifier = self._new_sparsifier()
-        self._masks = {}
-        self._update_masks(params)
+        self._update_masks(self._parameters(pl_module))
         self.sparsified = self._make_sparsified_copy(trainer, pl_module)
         self._report(trainer, "post_training_sparsity")
+        self._print_table(trainer, "Post-training sparsity" + (f" ({self.name})" if self.name else ""))

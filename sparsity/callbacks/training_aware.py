@@ -10,15 +10,37 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from typing_extensions import override
 
 from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.callbacks import _model
-from blocksparsity.callbacks._base import DataSparsityCallback, check_args, check_class
-from blocksparsity.kernels.api import is_dtensor
-from blocksparsity.schedulers import BaseDataScheduler, _RampScheduler
+from blocksparsity.callbacks._base import DataSparsityCallback, check_args, check_class, timed_hook
+from blocksparsity.kernels.validation import is_dtensor, local_tensor
+from blocksparsity.schedulers import BaseDataScheduler
 
+__all__ = ["SHARDED_MASKS_PREFIX", "STATE_KEY", "STATE_VERSION", "TrainingAwareDataSparsity", "is_state_key"]
+
+# On-disk names (those of 0.1.0; identifiers of the file format, not of the import path):
 STATE_VERSION = 1
+STATE_KEY = "TrainingAwareDataSparsity"  # an unnamed instance's key in a checkpoint's "callbacks"
 SHARDED_MASKS_PREFIX = "_blocksparse_masks/"  # keys of sharded masks in a distributed checkpoint's "state_dict"
+
+
+def is_state_key(key: object) -> bool:
+    """Does ``key`` (of a Lightning checkpoint's ``"callbacks"``) hold a ``TrainingAwareDataSparsity``
+    state? ``STATE_KEY`` for an unnamed instance, ``STATE_KEY + "{'name': ...}"`` for a named one
+    (Lightning's ``Callback._generate_state_key``); a class, as a key, by its qualified name."""
+    key = key if isinstance(key, str) else getattr(key, "__qualname__", "")
+    return key == STATE_KEY or key.startswith(STATE_KEY + "{")
+
+
+def _saved_sharded(checkpoint: dict[str, Any]) -> bool:
+    """Does Lightning save this checkpoint sharded (a distributed checkpoint)? Lightning has
+    no public way to ask (``ModelParallelStrategy(save_distributed_checkpoint=...)`` keeps it
+    private), so the model state dict it has put in the checkpoint tells: DTensors when it
+    saves shards; whole tensors on rank 0 (and nothing on the others) when it gathers."""
+    return any(is_dtensor(v) for v in checkpoint.get("state_dict", {}).values())
 
 
 class TrainingAwareDataSparsity(DataSparsityCallback):
@@ -113,52 +135,56 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.epochs_done = 0  # epoch-end updates done (restored from checkpoints)
         self.updates_done = 0  # mask updates done
         self._first_step = 0  # the trainer's global_step when this callback's schedule began
-        self._restored: dict[str, Any] | None = None
-        self._built_at_setup = False  # setup built the sparsifier and scheduler this fit's train start uses
+        # A checkpoint's state, from load_state_dict until train start: Lightning restores callbacks
+        # before the strategy places the weights (moved to their device, sharded), and the masks
+        # must be placed like them (sharded masks are read from the checkpoint with their placement).
+        self._checkpoint_state: dict[str, Any] | None = None
         self._params: dict[str, torch.nn.Parameter] = {}
-        self._multipliers_of: dict[str, torch.Tensor] | None = None  # the masks _multiplier_cache was made from
-        self._multiplier_cache: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+        # In-place mode, remade at every mask update: the masked parameters, their local shards, and
+        # their masks in their dtypes, so that each batch masks all of them in one multi-tensor
+        # multiply instead of promoting every bool mask every time.
+        self._masked: list[torch.nn.Parameter] = []
+        self._masked_local: list[torch.Tensor] = []
+        self._multipliers: list[torch.Tensor] = []
 
     def _masks_live_model(self) -> bool:
         return self.inplace
 
     # ---------------------------------------------------------------- lifecycle
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        if stage == "fit":  # bad scheduler values fail before training; train start then uses what was built
-            self._build(self._parameters(pl_module))
-            self._built_at_setup = True
-
     def _build(self, params: dict[str, torch.nn.Parameter]) -> None:
-        self.data_sparsifier = self._new_sparsifier()
-        self._masks = {}
+        """The sparsifier over the model's tensors and the scheduler over it (bad scheduler
+        values fail here, before training)."""
+        super()._build(params)
         self._attach_live(params)
         self.data_scheduler = self.data_scheduler_class(data_sparsifier=self.data_sparsifier, **self.data_scheduler_args)
 
+    @override
+    @timed_hook
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._timed(self._start, trainer, pl_module)
-
-    def _start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Point the sparsifier at the tensors as the strategy placed them (device, DTensor),
+        restore a checkpoint's state, check the schedule, and mask the live model."""
         self._params = self._parameters(pl_module)
-        built, self._built_at_setup = self._built_at_setup, False
-        if built and set(self.data_sparsifier.data_groups) == set(self._params):
-            self._masks = {}  # the tensors as the strategy placed them (device, DTensor): masks all kept, anew
-            self._attach_live(self._params, fresh=True)
-        else:  # setup saw other parameters (or did not run for this fit)
-            self._build(self._params)
-        if self._restored is not None:
-            self._restore(self._restored, trainer)
-            self._restored = None
+        if set(self.data_sparsifier.data_groups) != set(self._params):
+            raise ValueError(
+                f"{type(self).__name__}: the parameters selected at train start differ from those at setup: "
+                f"{sorted(set(self.data_sparsifier.data_groups) ^ set(self._params))[:5]} (create and name every "
+                "parameter before setup: in __init__, or configure_model for sharding only)"
+            )
+        self._masks = {}  # masks all kept, made anew for the placed tensors
+        self._attach_live(self._params, fresh=True)
+        state, self._checkpoint_state = self._checkpoint_state, None
+        if state is not None:
+            self._restore(state, trainer)
         elif self.updates_done == 0:  # a fresh schedule, also in a run resumed without this callback's state
             self._first_step = trainer.global_step
         self._check_schedule(trainer)
         if self.inplace:
+            self._remake_multipliers()
             self._mask_live()
 
+    @override
+    @timed_hook
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._timed(self._epoch_update, trainer, pl_module)
-
-    def _epoch_update(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.schedule_interval == "epoch":
             self._step_masks_and_schedule(trainer)
         self.epochs_done += 1
@@ -169,6 +195,8 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     def _step_masks_and_schedule(self, trainer: pl.Trainer) -> None:
         """One mask update, logged at once (at ``trainer.global_step``), then the scheduler's step."""
         self._update_masks(self._params)
+        if self.inplace:
+            self._remake_multipliers()
         self._report(trainer, "training_aware_sparsity")
         self.data_scheduler.step()
         self.updates_done += 1
@@ -179,9 +207,9 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         when unknown (no ``max_epochs``/``max_steps``, data of unknown length)."""
         try:
             steps = trainer.estimated_stepping_batches
-        except Exception:
+        except MisconfigurationException:  # what Lightning raises when it cannot estimate them
             return None
-        if not math.isfinite(steps):
+        if not math.isfinite(steps) or steps < 0:
             return None
         if self.schedule_interval == "step":
             return (int(steps) - self._first_step) // self.every_n_steps
@@ -192,68 +220,60 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         return math.ceil(int(steps) / per_epoch) - trainer.current_epoch + self.epochs_done
 
     def _check_schedule(self, trainer: pl.Trainer) -> None:
-        """Warn when a ramp would not reach its final level at the fit's last mask update."""
-        scheduler = self.data_scheduler
-        updates = self._updates_in_fit(trainer) if isinstance(scheduler, _RampScheduler) else None
-        if not updates:
+        """Warn when the schedule would not reach its final level at the fit's last mask
+        update (``BaseDataScheduler.shortfall_at``: ramps say so; other schedules have no end)."""
+        updates = self._updates_in_fit(trainer)
+        if updates is None or updates < 1:
             return
-        first_t = scheduler.last_epoch - self.updates_done  # the ramp's t at the first update of the fit
+        scheduler = self.data_scheduler
+        first_t = scheduler.last_epoch - self.updates_done  # the schedule's t at the first update of the fit
         last_t = first_t + updates - 1
-        for name, final in scheduler.base_param.items():
-            reached = scheduler.level_at(name, last_t)
-            if abs(reached - final) > 1e-9:
-                rank_zero_warn(
-                    f"{type(self).__name__}(name={self.name!r}): this fit makes {updates} mask updates and the last "
-                    f"uses {type(scheduler).__name__}'s level at t={last_t}: {reached:.4g} for {name!r}, not its final "
-                    f"{final:.4g} (reached at t={scheduler.final_t(name):g}). Masks are computed before the scheduler "
-                    f"steps, so update k uses t={first_t}+k: set the ramp to end by t={last_t} "
-                    f"({scheduler.ending_hint(name, last_t)}), or train longer",
-                    category=UserWarning,
-                )
-                return
+        short = scheduler.shortfall_at(last_t)
+        if short is not None:
+            rank_zero_warn(
+                f"{type(self).__name__}(name={self.name!r}): this fit makes {updates} mask updates and the last "
+                f"uses {type(scheduler).__name__}'s level at t={last_t}: {short.value:.4g} for {short.name!r}, not its "
+                f"final {short.final:.4g} (reached at t={short.final_t:g}). Masks are computed before the scheduler "
+                f"steps, so update k uses t={first_t}+k: set the ramp to end by t={last_t} ({short.how_to_end}), "
+                "or train longer",
+                category=UserWarning,
+            )
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         named = f" ({self.name})" if self.name else ""
         self._print_table(trainer, f"Training-aware sparsity{named} after {self.epochs_done} epochs")
 
     # ---------------------------------------------------------------- in-place mode
-    def _multipliers(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """The masked live parameters (their local shards) and their masks in the
-        parameters' dtype, made once per mask update: then each batch masks everything in
-        one multi-tensor multiply, instead of promoting every bool mask every time."""
-        if self._multipliers_of is not self._masks:
-            names = [name for name in self._params if name in self._masks]
-            params = [_local(self._params[name]) for name in names]
-            masks = [_local(self._masks[name]).to(p.dtype) for name, p in zip(names, params, strict=True)]
-            self._multiplier_cache, self._multipliers_of = (params, masks), self._masks
-        return self._multiplier_cache
+    def _remake_multipliers(self) -> None:
+        names = [name for name in self._params if name in self._masks]
+        self._masked = [self._params[name] for name in names]
+        self._masked_local = [local_tensor(p) for p in self._masked]
+        self._multipliers = [
+            local_tensor(self._masks[name]).to(p.dtype) for name, p in zip(names, self._masked_local, strict=True)
+        ]
 
     @torch.no_grad()
     def _mask_live(self) -> None:
-        params, masks = self._multipliers()
-        if params:
-            torch._foreach_mul_(params, masks)
+        if self._masked_local:
+            torch._foreach_mul_(self._masked_local, self._multipliers)
 
-    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.inplace and self._masks:
-            self._timed(self._mask_grads)
-
+    @override
+    @timed_hook
     @torch.no_grad()
-    def _mask_grads(self) -> None:
-        _, masks = self._multipliers()
-        pairs = [(_local(p.grad), m) for p, m in zip(self._masked_params(), masks, strict=True) if p.grad is not None]
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.inplace:
+            return
+        pairs = [(local_tensor(p.grad), m) for p, m in zip(self._masked, self._multipliers, strict=True) if p.grad is not None]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
-    def _masked_params(self) -> list[torch.nn.Parameter]:
-        return [p for name, p in self._params.items() if name in self._masks]
-
+    @override
+    @timed_hook
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.inplace:
-            self._timed(self._after_batch, trainer)
-
-    def _after_batch(self, trainer: pl.Trainer) -> None:
+        if not self.inplace:
+            return
         steps = trainer.global_step - self._first_step
         if self.schedule_interval == "step" and steps > 0 and steps % self.every_n_steps == 0 \
                 and steps // self.every_n_steps > self.updates_done:
@@ -261,6 +281,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self._mask_live()  # optimizer steps (momentum, weight decay) revive masked weights
 
     # ---------------------------------------------------------------- checkpoints
+    @override
     def state_dict(self) -> dict[str, Any]:
         if self.data_sparsifier is None:
             return {"version": STATE_VERSION, "sparsifier": None}
@@ -277,6 +298,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
             "mask_levels": {layer.name: layer.level for layer in self._layers},  # what the report shows after resume
         }
 
+    @override
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         """Sharded masks go where Lightning saves shards: the model's state dict of a
         distributed checkpoint (or, in a gathered checkpoint, gathered like the weights)."""
@@ -286,7 +308,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         masks = state["sparsifier"]["state"]
         if not any(is_dtensor(s["mask"]) for s in masks.values()):
             return
-        if getattr(trainer.strategy, "_save_distributed_checkpoint", False):
+        if _saved_sharded(checkpoint):
             for name, s in masks.items():
                 checkpoint["state_dict"][SHARDED_MASKS_PREFIX + name] = s["mask"]
             state["sparsifier"]["state"] = {}
@@ -294,10 +316,12 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         else:
             state["sparsifier"]["state"] = {name: {"mask": s["mask"].full_tensor().cpu()} for name, s in masks.items()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Check a checkpoint's state now; it is restored at train start (see ``_checkpoint_state``)."""
         if state_dict.get("version") != STATE_VERSION:
             raise ValueError(f"not a {type(self).__name__} state (version {state_dict.get('version')!r})")
-        self._restored = state_dict if state_dict.get("sparsifier") is not None else None
+        self._checkpoint_state = state_dict if state_dict.get("sparsifier") is not None else None
 
     def _restore(self, state: dict[str, Any], trainer: pl.Trainer) -> None:
         saved = state["sparsifier"]
@@ -328,7 +352,3 @@ def _load_sharded_masks(path: str, prefix: str, params: dict[str, torch.nn.Param
     load({"state_dict": masks}, checkpoint_id=path)
     return {name: {"mask": masks[prefix + name]} for name in params}
 
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor's local shard (in-place ops on it change the DTensor), else ``t``."""
-    return t.to_local() if is_dtensor(t) else t

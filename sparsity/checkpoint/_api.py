@@ -21,7 +21,7 @@ from blocksparsity.checkpoint._format import (
     is_sparse_payload,
     make_payload,
 )
-from blocksparsity.kernels.api import check_block_shape
+from blocksparsity.kernels.validation import check_block_shape
 
 __all__ = ["default_max_bytes", "load_sparse", "load_sparse_checkpoint", "read_checkpoint", "save_sparse"]
 

@@ -19,18 +19,21 @@ from blocksparsity.checkpoint._api import read_checkpoint, save_sparse
 from blocksparsity.checkpoint._files import same_file
 from blocksparsity.checkpoint._format import CheckpointError, TensorRecord
 from blocksparsity.checkpoint._prune import PruneRecord, sparsify_state_dict
+from blocksparsity.kernels.validation import check_block_shape
 
 # Lightning entries that only matter to resume training; a post-training checkpoint drops them.
 TRAINING_STATE = ("optimizer_states", "lr_schedulers")
 
 
 def _block(text: str) -> tuple[int, int]:
+    """``ROWS,COLS`` as a block shape, by the kernels' rule (``check_block_shape``)."""
+    not_two_ints = f"--block must be two ints as ROWS,COLS (e.g. 1,4); got {text!r}"
     try:
-        bh, bw = (int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--block must be two ints as ROWS,COLS (e.g. 1,4); got {text!r}") from None
-    if bh < 1 or bw < 1:
-        raise argparse.ArgumentTypeError(f"--block must be positive; got {text!r}")
+        bh, bw = check_block_shape(tuple(int(p) for p in text.split(",")))
+    except TypeError:  # not two numbers
+        raise argparse.ArgumentTypeError(not_two_ints) from None
+    except ValueError as err:  # int() of something else, or a size below 1
+        raise argparse.ArgumentTypeError(not_two_ints if "literal" in str(err) else f"--block: {err}") from None
     if max(bh, bw) >= 2**62:  # beyond any tensor (blocks are cut to the tensor), and int64 arithmetic
         raise argparse.ArgumentTypeError(f"--block must be below 2**62; got {text!r}")
     return bh, bw

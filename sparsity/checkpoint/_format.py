@@ -59,7 +59,7 @@ from typing import Any
 import torch
 
 from blocksparsity.checkpoint._bits import pack_bits, packed_size, unpack_bits
-from blocksparsity.kernels._common import block_grid, shape_2d
+from blocksparsity.kernels.validation import block_grid, clip_block, dtype_name, shape_2d
 
 FORMAT_NAME = "blocksparse.sparse_checkpoint"
 FORMAT_VERSION = 2
@@ -144,11 +144,6 @@ class TensorRecord:
     stored_bytes: int
 
 
-def as_2d_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The 2-D view the kernels use: 1-D as (1, N), N-D as (shape[0], rest)."""
-    return shape_2d(shape)
-
-
 def _block_view(keep2d: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     """(n_blocks, bh*bw) bool: each block's elements, blocks row-major, zero-padded at the edges."""
     (h, w), (bh, bw) = keep2d.shape, block
@@ -178,10 +173,10 @@ def encode_tensor(t: torch.Tensor, block: tuple[int, int], kind: str | None = No
     if t.dtype not in FLOAT_DTYPES or t.dim() == 0 or n == 0:
         zeros = float((t == 0).sum()) / n if n and t.dtype in FLOAT_DTYPES + INT_DTYPES else 0.0
         return {"kind": "dense", "tensor": _cpu(t)}, t.nbytes, zeros
-    shape2d = as_2d_shape(tuple(t.shape))
+    shape2d = shape_2d(tuple(t.shape))
     # A block larger than the tensor is one partial block: store it as the tensor's size
     # (the same grid), so an absurd block shape costs no padding.
-    block = (min(block[0], max(1, shape2d[0])), min(block[1], max(1, shape2d[1])))
+    block = clip_block(shape2d, block)
     x2 = t.reshape(shape2d)
     keep = x2 != 0  # NaN is stored too
     neg_zero = (~keep & torch.signbit(x2)).reshape(-1)
@@ -236,20 +231,17 @@ def encode_state_dict(
             entries[name] = {"kind": "object", "value": value}
             continue
         key = _alias_key(value) if value.numel() else None
+        shape, dtype = tuple(value.shape), dtype_name(value.dtype)
         if key in seen:
             entries[name] = {"kind": "alias", "of": seen[key]}
-            records.append(TensorRecord(name, "alias", tuple(value.shape), _dtype(value.dtype), float("nan"), value.nbytes, 0))
+            records.append(TensorRecord(name, "alias", shape, dtype, float("nan"), value.nbytes, 0))
             continue
         if key is not None:
             seen[key] = name
         entry, stored, zeros = encode_tensor(value, block)
         entries[name] = entry
-        records.append(TensorRecord(name, entry["kind"], tuple(value.shape), _dtype(value.dtype), zeros, value.nbytes, stored))
+        records.append(TensorRecord(name, entry["kind"], shape, dtype, zeros, value.nbytes, stored))
     return entries, records
-
-
-def _dtype(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 # ---------------------------------------------------------------- decoding (untrusted input)
@@ -366,14 +358,14 @@ def decode_entry(name: str, entry: Any, decoded: Mapping[str, Any], budget: Budg
     _need(ok, name, "values must be a 1-D float16, bfloat16, float32 or float64 tensor")
     _need(_stored_tensor(values, name, "values"), name, "values does not match its stored size")
     n = math.prod(shape)
-    budget.take(n * (values.element_size() + 1), name, f"shape {list(shape)} of {_dtype(values.dtype)}")
+    budget.take(n * (values.element_size() + 1), name, f"shape {list(shape)} of {dtype_name(values.dtype)}")
     try:
         if kind == "bitmap":
             keep = _bits_field(entry, "bits", n, name)
             n_keep = int(keep.sum())
             _need(n_keep == values.numel(), name, f"{values.numel()} values for {n_keep} stored elements")
         else:
-            keep = _block_keep(entry, name, as_2d_shape(shape), values.numel())
+            keep = _block_keep(entry, name, shape_2d(shape), values.numel())
             n_keep = values.numel()
         out = torch.zeros(n, dtype=values.dtype)
         out[keep] = values

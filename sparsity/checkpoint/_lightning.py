@@ -29,13 +29,6 @@ __all__ = ["load_lightning_checkpoint", "write_lightning_checkpoint"]
 
 LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
 CALLBACK_STATES = ("drop", "keep")
-_STALE_CALLBACKS = ("TrainingAwareDataSparsity",)  # state keys start with the class name (named: plus "{'name': ...}")
-_SHARDED_MASKS_PREFIX = "_blocksparse_masks/"  # TrainingAwareDataSparsity's masks in a distributed checkpoint
-
-
-def _is_stale(state_key: object) -> bool:
-    key = state_key if isinstance(state_key, str) else getattr(state_key, "__qualname__", "")
-    return any(key == name or key.startswith(name + "{") for name in _STALE_CALLBACKS)
 
 
 def load_lightning_checkpoint(path: PathLike, *, callback_state: str = "drop") -> dict[str, Any]:
@@ -59,13 +52,19 @@ def load_lightning_checkpoint(path: PathLike, *, callback_state: str = "drop") -
             f"{sorted(map(str, checkpoint))[:8]}): load its state dict with load_sparse and model.load_state_dict"
         )
     if callback_state == "drop":
-        callbacks = checkpoint.get("callbacks")
-        if isinstance(callbacks, dict):
-            checkpoint["callbacks"] = {k: v for k, v in callbacks.items() if not _is_stale(k)}
-        checkpoint["state_dict"] = {
-            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(_SHARDED_MASKS_PREFIX)
-        }
+        _drop_training_aware_state(checkpoint)
     return checkpoint
+
+
+def _drop_training_aware_state(checkpoint: dict[str, Any]) -> None:
+    """Leave out every ``TrainingAwareDataSparsity`` state and its sharded masks, found by the
+    keys that the callback's module exports (imported here, not at the top: it loads Lightning)."""
+    from blocksparsity.callbacks.training_aware import SHARDED_MASKS_PREFIX, is_state_key
+
+    callbacks = checkpoint.get("callbacks")
+    if isinstance(callbacks, dict):
+        checkpoint["callbacks"] = {k: v for k, v in callbacks.items() if not is_state_key(k)}
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(SHARDED_MASKS_PREFIX)}
 
 
 def write_lightning_checkpoint(

@@ -23,7 +23,14 @@ import torch
 from tqdm import tqdm
 
 from blocksparsity import kernels
-from blocksparsity.kernels.api import FLOAT_DTYPES, check_block_shape, check_norm, check_sparsity_level, check_zeros_per_block
+from blocksparsity.kernels.validation import (
+    FLOAT_DTYPES,
+    check_block_shape,
+    check_norm,
+    check_sparsity_level,
+    check_zeros_per_block,
+    dtype_name,
+)
 
 __all__ = ["PruneRecord", "sparsify_state_dict"]
 
@@ -66,7 +73,7 @@ def _why_not(name: str, t: Any, min_ndim: int, min_numel: int, include: tuple[st
     if t.dtype == torch.float64:
         return "dtype float64 (scores are float32: cast to float32 to prune it)"
     if t.dtype not in FLOAT_DTYPES:
-        return f"dtype {str(t.dtype).removeprefix('torch.')}"
+        return f"dtype {dtype_name(t.dtype)}"
     if t.dim() < min_ndim:
         return f"{t.dim()}-D < min_ndim {min_ndim}"
     if t.numel() < min_numel:
@@ -119,7 +126,7 @@ def sparsify_state_dict(
             if not isinstance(t, torch.Tensor):
                 out[name] = t
                 continue
-            dtype = str(t.dtype).removeprefix("torch.")
+            dtype = dtype_name(t.dtype)
             if why is not None:
                 out[name] = t
                 zeros = _zeros(t) if not t.is_complex() else 0.0
