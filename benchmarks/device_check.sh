@@ -63,11 +63,11 @@ step probe $(( ${PROBE_ARGS[-1]} + 20 )) "$PY" -m benchmarks.gpu_probe "${PROBE_
 # 3. The CUDA tests (they skip without a GPU), and the Triton backend's tests, which run on the GPU there
 #    (their first calls JIT-compile every variant they touch).
 if [ "$HAS_CUDA" = 1 ]; then
-    TESTS=(tests/test_cuda.py tests/test_package.py tests/test_triton_backend.py tests/test_triton_gpu_paths.py
-           tests/test_api_errors.py tests/test_export.py)
+    TESTS=(tests/kernels/test_cuda.py tests/integration/test_import_root.py tests/kernels/test_triton_backend.py tests/kernels/test_triton_gpu_paths.py
+           tests/kernels/test_bad_inputs.py tests/sparsity/test_export.py)
     TEST_LIMIT=200
 else
-    TESTS=(tests/test_cuda.py tests/test_package.py)
+    TESTS=(tests/kernels/test_cuda.py tests/integration/test_import_root.py)
     TEST_LIMIT=60
 fi
 step tests "$TEST_LIMIT" "$PY" -m pytest -q -rfEs -p no:cacheprovider "${TESTS[@]}" > "$OUT/tests.txt" 2>&1

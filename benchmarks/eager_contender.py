@@ -18,7 +18,7 @@ benchmark case. It computes the same masks as ``blocksparsity.kernels`` wherever
   magnitudes, where ours takes the earlier element;
 * ``repeat_interleave`` spreads the block decision over the block's elements.
 
-On tie-free data the masks are therefore equal to ours (``tests/test_benchmarks.py``
+On tie-free data the masks are therefore equal to ours (``tests/benchmarks/test_harness.py``
 checks it); on inputs with ties (the all-ties case) they differ, which does not matter
 for timing.
 """

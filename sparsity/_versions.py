@@ -2,7 +2,7 @@
 import where an older one is installed (pip enforces pyproject.toml's bounds, but an environment
 can still hold an older release: installs with ``--no-deps``, conda, a torch built from source).
 
-These are pyproject.toml's lower bounds (tests/test_environment.py keeps them equal), proven by
+These are pyproject.toml's lower bounds (tests/integration/test_environment.py keeps them equal), proven by
 ``make test-oldest``. torch 2.7 is the first with ``distribute_tensor(..., src_data_rank=)``
 (masks placed like sharded data without a broadcast); 2.8 is the first whose Triton (3.4) runs
 the kernels in its interpreter, so the Triton backend is tested there (3.3's interpreter has no

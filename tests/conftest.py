@@ -39,19 +39,6 @@ if not torch.cuda.is_available():
 if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: one pytest-xdist worker per core, one thread each
     torch.set_num_threads(1)
 
-from blocksparsity.kernels import _dispatch  # noqa: E402
-
-
-def triton_devices() -> list[str]:
-    """Devices on which the Triton backend runs in this session."""
-    if not _dispatch.triton_installed():
-        return []
-    if _dispatch.interpreting():
-        return ["cpu"]
-    return ["cuda"] if torch.cuda.is_available() else []
-
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture
@@ -75,3 +62,10 @@ def poisoned_outputs(monkeypatch):
         monkeypatch.setattr(torch, "empty_like", lambda *a, **k: fill(real_empty_like(*a, **k)))
 
     return poison
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.helpers.warning_filters import WARNING_FILTERS
+
+    for spec in WARNING_FILTERS:
+        config.addinivalue_line("filterwarnings", spec)

@@ -1,0 +1,1 @@
+"""What the tests share: small models and data, devices, warning filters. Import as ``tests.helpers.X``."""

@@ -1,0 +1,82 @@
+"""Sharded (DTensor / FSDP2) data on 2 CPU processes (gloo): masks, norms, sparsify and
+apply_mask equal the unsharded calls bit for bit (row and column shards, uneven and empty
+shards, blocks straddling shard boundaries, ties, levels 0 to 1, fp32 and bf16); the
+sparsifier over a fully_shard-ed model; refused placements; the cross-rank mask check;
+and the bytes the collectives move. One subprocess runs every case (tests/kernels/sharded_worker.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(out: Path, device: str) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("TRITON_INTERPRET", None)
+    worker = Path(__file__).parent / "sharded_worker.py"
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(worker), str(out), str(_free_port()), device],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[:2000] + "\n...\n" + done.stderr[-4000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("sharded"), "cpu")
+
+
+@pytest.mark.slow
+def test_every_sharded_result_equals_the_unsharded_one(ranks):
+    for rank in ranks:
+        assert rank["failures"] == []
+        counts = rank["counts"]
+        assert counts["block_mask"] >= 800 and counts["fully_shard"] >= 200
+        for topic in ("block_norm", "sparsify", "apply_mask", "block_norm_placement", "replicate", "sparsifier_mask",
+                      "sparsifier_data", "sparsifier_state", "sparsifier_nan", "squash"):
+            assert counts[topic] > 0, topic
+
+
+@pytest.mark.slow
+def test_refused_placements_and_the_cross_rank_check(ranks):
+    for rank in ranks:
+        assert rank["counts"]["refusal"] == 4 and rank["counts"]["agree"] == 3 and rank["counts"]["count_zeros"] == 1
+
+
+@pytest.mark.slow
+def test_bytes_communicated(ranks):
+    traffic = ranks[0]["traffic"]
+    assert traffic == ranks[1]["traffic"]
+    histograms = (2048 + 1024 + 1024) * 4 + 4  # three radix passes, int32 counts, the flag on the first
+    # row shards, no block cut: the histograms and one tie count per rank
+    assert traffic["(64, 64)/(1, 4)/Shard(0)"] == {"calls": 4, "bytes": histograms + 2 * 4, "param_bytes": 64 * 64 * 4}
+    # column shards: one tie count per block row (16) per rank
+    assert traffic["(64, 64)/(4, 4)/Shard(1)"]["bytes"] == histograms + 2 * 16 * 4
+    # 63 rows split 32 + 31: the boundary falls between (4, 4) blocks, so no halo is exchanged
+    assert traffic["(63, 64)/(4, 4)/Shard(0)"]["bytes"] == histograms + 2 * 4
+    # 62 rows split 31 + 31 cut a block row: one all-gather of each rank's first and last 3 rows
+    assert traffic["(62, 64)/(4, 4)/Shard(0)"] == {"calls": 5, "bytes": histograms + 2 * 4 + 2 * 6 * 64 * 4,
+                                                   "param_bytes": 62 * 64 * 4}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_on_two_gpus_with_nccl_and_triton(tmp_path):
+    for rank in _run(tmp_path, "cuda"):
+        assert rank["failures"] == [] and rank["counts"]["block_mask"] >= 800
