@@ -1,10 +1,24 @@
 """@triton.jit helpers shared by the block kernels: where a tile of blocks lies, each
 block's score, the pruned-block decision and in-block ranks.
 
-A program owns ``TILE`` consecutive flat block indices ``b`` (row-major over the block
-grid). The "tile" path holds each block whole as one row of a ``[TILE, P2]`` register
-tile (position ``e`` = row-major index inside the block); the "loop" path walks the
-positions one at a time and holds ``[TILE]`` vectors.
+Vocabulary used by every block kernel and helper here:
+
+- the data is a 2-D ``n_rows x n_cols`` tensor cut into ``BLOCK_ROWS x BLOCK_COLS`` blocks;
+  the block grid has ``n_block_cols = cdiv(n_cols, BLOCK_COLS)`` columns and ``n_blocks``
+  blocks in all; edge blocks may be partial;
+- ``blocks`` is an int64 vector of ``BLOCKS_PER_PROGRAM`` consecutive flat block indices
+  (row-major over the block grid: block ``(block_row, block_col)`` has index
+  ``block_row * n_block_cols + block_col``); indices ``>= n_blocks`` are padding and are
+  masked off everywhere;
+- a *position* ``pos`` is the row-major index of an element inside its block:
+  ``row = block_row * BLOCK_ROWS + pos // BLOCK_COLS``, ``col = block_col * BLOCK_COLS + pos % BLOCK_COLS``.
+
+Two paths, chosen per block shape by ``_config.block_launch``:
+
+- the *tile* path (``BLOCK_IN_REGISTERS``): each block is held whole as one row of a
+  ``[BLOCKS_PER_PROGRAM, BLOCK_SIZE_POW2]`` register tile, ``BLOCK_SIZE_POW2`` being the block's
+  element count rounded up to a power of two (the columns past the block size are padding);
+- the *loop* path: the positions are walked one at a time with ``[BLOCKS_PER_PROGRAM]`` vectors.
 
 Every score is summed in the same order as the torch backend and the reference's
 ``avg_pool2d``: one element at a time, row-major, in float32; then divided with
@@ -17,45 +31,66 @@ import triton.language as tl
 
 
 @triton.jit
-def block_coordinates(b, nbw):
-    brow = b // nbw
-    return brow, b - brow * nbw
+def block_coordinates(blocks, n_block_cols):
+    """``(block_row, block_col)`` of flat block indices ``blocks``: ``divmod(blocks, n_block_cols)``
+    (the remainder as ``blocks - block_row * n_block_cols``, saving a second division)."""
+    block_row = blocks // n_block_cols
+    return block_row, blocks - block_row * n_block_cols
 
 
 @triton.jit
-def block_counts(b, H, W, nbw, n_blocks, BH: tl.constexpr, BW: tl.constexpr):
-    """Elements of each block inside the tensor, as float32 (1 for out-of-range blocks)."""
-    brow, bcol = block_coordinates(b, nbw)
-    rows = tl.minimum(H - brow * BH, BH)
-    cols = tl.minimum(W - bcol * BW, BW)
-    return tl.where(b < n_blocks, rows * cols, 1).to(tl.float32)
+def block_counts(
+    blocks, n_rows, n_cols, n_block_cols, n_blocks, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+):
+    """Elements of each block inside the tensor, as float32 (1 for out-of-range blocks).
 
-
-@triton.jit
-def tile_offsets(b, H, W, nbw, n_blocks, BH: tl.constexpr, BW: tl.constexpr, P2: tl.constexpr, FLAT: tl.constexpr):
-    """Row and column ([TILE, P2], int64) of every position of every block, and validity.
-
-    FLAT: the tensors are contiguous with (1, BW) blocks that tile each row exactly, so a
-    block's elements are the flat range [b*BW, b*BW + BW) and loads vectorise.
+    ``min(n_rows - block_row * BLOCK_ROWS, BLOCK_ROWS) * min(n_cols - block_col * BLOCK_COLS, BLOCK_COLS)``:
+    the divisor of ``avg_pool2d(..., ceil_mode=True)``. Padding blocks get 1, not 0, so that
+    their (discarded) mean is not 0/0.
     """
-    e = tl.arange(0, P2)
-    if FLAT:
-        row = b[:, None] * 0
-        col = b[:, None] * BW + e[None, :]
-        valid = (b[:, None] < n_blocks) & (e[None, :] < BW)
+    block_row, block_col = block_coordinates(blocks, n_block_cols)
+    rows = tl.minimum(n_rows - block_row * BLOCK_ROWS, BLOCK_ROWS)
+    cols = tl.minimum(n_cols - block_col * BLOCK_COLS, BLOCK_COLS)
+    return tl.where(blocks < n_blocks, rows * cols, 1).to(tl.float32)
+
+
+@triton.jit
+def tile_offsets(
+    blocks, n_rows, n_cols, n_block_cols, n_blocks,
+    BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr, FLAT_ADDRESSING: tl.constexpr,
+):
+    """Row and column (``[BLOCKS_PER_PROGRAM, BLOCK_SIZE_POW2]``, int64) of every position of
+    every block, and whether it holds data (an in-range block, a position below the block
+    size, an element inside the tensor).
+
+    ``FLAT_ADDRESSING``: the tensors are contiguous with ``(1, BLOCK_COLS)`` blocks that tile
+    each row exactly (``n_cols % BLOCK_COLS == 0``), launched with the dense strides
+    ``(n_cols, 1)``. Then the general offset ``row * n_cols + col``, with
+    ``row = blocks // n_block_cols`` and ``col = (blocks % n_block_cols) * BLOCK_COLS + pos``,
+    equals ``blocks * BLOCK_COLS + pos``: the path returns ``row = 0`` and that flat offset as
+    ``col`` (so ``col`` may exceed ``n_cols``), a block's elements are one contiguous range and
+    loads vectorise. No element can lie outside the tensor, so only padding is masked.
+    """
+    pos = tl.arange(0, BLOCK_SIZE_POW2)
+    if FLAT_ADDRESSING:
+        row = blocks[:, None] * 0  # int64 zeros of shape [BLOCKS_PER_PROGRAM, 1]
+        col = blocks[:, None] * BLOCK_COLS + pos[None, :]
+        valid = (blocks[:, None] < n_blocks) & (pos[None, :] < BLOCK_COLS)
     else:
-        brow, bcol = block_coordinates(b, nbw)
-        row = brow[:, None] * BH + (e // BW)[None, :]
-        col = bcol[:, None] * BW + (e % BW)[None, :]
-        valid = (b[:, None] < n_blocks) & (e[None, :] < BH * BW) & (row < H) & (col < W)
+        block_row, block_col = block_coordinates(blocks, n_block_cols)
+        row = block_row[:, None] * BLOCK_ROWS + (pos // BLOCK_COLS)[None, :]
+        col = block_col[:, None] * BLOCK_COLS + (pos % BLOCK_COLS)[None, :]
+        valid = ((blocks[:, None] < n_blocks) & (pos[None, :] < BLOCK_ROWS * BLOCK_COLS)
+                 & (row < n_rows) & (col < n_cols))
     return row, col, valid
 
 
 @triton.jit
-def element_values(x, L2: tl.constexpr):
-    """|x| (L1) or x*x (L2) in float32."""
+def element_values(x, L2_NORM: tl.constexpr):
+    """What a score averages, in float32: ``|float32(x)|`` (L1) or ``float32(x) * float32(x)``
+    (``L2_NORM``), elementwise, any shape."""
     xf = x.to(tl.float32)
-    if L2:
+    if L2_NORM:
         v = xf * xf
     else:
         v = tl.abs(xf)
@@ -63,16 +98,18 @@ def element_values(x, L2: tl.constexpr):
 
 
 @triton.jit
-def flag_clear(flag_ptr, TILE: tl.constexpr):
-    """[TILE] bool: is the non-finite flag still clear? (A vector load: Triton's interpreter
-    mistypes a scalar comparison combined with a vector mask.)"""
-    return tl.load(flag_ptr + tl.zeros([TILE], tl.int32)) == 0
+def flag_clear(flag_ptr, LENGTH: tl.constexpr):
+    """``[LENGTH]`` bool, every entry ``flag == 0``: is the non-finite flag (int32[1] at
+    ``flag_ptr``) still clear? (A vector load: Triton's interpreter mistypes a scalar comparison
+    combined with a vector mask.)"""
+    return tl.load(flag_ptr + tl.zeros([LENGTH], tl.int32)) == 0
 
 
 @triton.jit
 def is_nonfinite(x):
-    """NaN or infinite, judged in ``x``'s own dtype when it is float64 (a cast to float32 would
-    turn finite values beyond float32's range, such as 1e300, into infinities)."""
+    """NaN or infinite, elementwise, judged in ``x``'s own dtype when it is float64 (a cast to
+    float32 would turn finite values beyond float32's range, such as 1e300, into infinities).
+    ``xf != xf`` is ``isnan(xf)``."""
     if x.dtype == tl.float64:
         xf = x
     else:
@@ -81,60 +118,93 @@ def is_nonfinite(x):
 
 
 @triton.jit
-def tile_sums(x, valid, L2: tl.constexpr, P: tl.constexpr, P2: tl.constexpr):
-    """Sum of each block's values ([TILE, P2] tile -> [TILE]), row-major, one at a time."""
-    v = tl.where(valid, element_values(x, L2), 0.0)
-    e = tl.arange(0, P2)[None, :]
-    s = tl.sum(tl.where(e == 0, v, 0.0), axis=1)  # picking one value and adding zeros is exact
-    for i in tl.static_range(1, P):
-        s = s + tl.sum(tl.where(e == i, v, 0.0), axis=1)
+def tile_sums(x, valid, L2_NORM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr):
+    """Sum of each block's values (``[BLOCKS_PER_PROGRAM, BLOCK_SIZE_POW2]`` tile ->
+    ``[BLOCKS_PER_PROGRAM]`` float32), row-major, one at a time:
+    ``(((v[:, 0] + v[:, 1]) + v[:, 2]) + ... + v[:, BLOCK_SIZE - 1])``.
+
+    Column ``i`` is taken as ``tl.sum(tl.where(pos == i, v, 0.0), axis=1)``: a sum of one
+    value and zeros, which is that value exactly (``v + 0.0 == v`` for every ``v >= +0``, in
+    any reduction order), so the only rounding is that of the sequential additions.
+    Invalid positions count as 0.
+    """
+    v = tl.where(valid, element_values(x, L2_NORM), 0.0)
+    pos = tl.arange(0, BLOCK_SIZE_POW2)[None, :]
+    s = tl.sum(tl.where(pos == 0, v, 0.0), axis=1)  # picking one value and adding zeros is exact
+    for i in tl.static_range(1, BLOCK_SIZE):
+        s = s + tl.sum(tl.where(pos == i, v, 0.0), axis=1)
     return s
 
 
 @triton.jit
-def loop_sums(x_ptr, b, H, W, nbw, n_blocks, sxr, sxc, L2: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-    """Sum of each block's values and a non-finite flag per block, walking positions."""
-    brow, bcol = block_coordinates(b, nbw)
-    inside = b < n_blocks
-    s = tl.zeros(b.shape, tl.float32)
-    bad = tl.zeros(b.shape, tl.int1)
-    for e in range(BH * BW):
-        row = brow * BH + e // BW
-        col = bcol * BW + e % BW
-        m = inside & (row < H) & (col < W)
-        x = tl.load(x_ptr + row * sxr + col * sxc, mask=m, other=0.0)
-        s = s + element_values(x, L2)
-        bad = bad | (m & is_nonfinite(x))
+def loop_sums(
+    x_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
+    L2_NORM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+):
+    """Sum of each block's values (``[BLOCKS_PER_PROGRAM]`` float32, positions in row-major
+    order, one at a time) and whether each block holds a non-finite element, walking the
+    positions (the loop path). ``x_ptr``: the data, element ``(row, col)`` at
+    ``row * x_row_stride + col * x_col_stride``."""
+    block_row, block_col = block_coordinates(blocks, n_block_cols)
+    inside = blocks < n_blocks
+    s = tl.zeros(blocks.shape, tl.float32)
+    bad = tl.zeros(blocks.shape, tl.int1)
+    for pos in range(BLOCK_ROWS * BLOCK_COLS):
+        row = block_row * BLOCK_ROWS + pos // BLOCK_COLS
+        col = block_col * BLOCK_COLS + pos % BLOCK_COLS
+        holds = inside & (row < n_rows) & (col < n_cols)
+        x = tl.load(x_ptr + row * x_row_stride + col * x_col_stride, mask=holds, other=0.0)
+        s = s + element_values(x, L2_NORM)
+        bad = bad | (holds & is_nonfinite(x))
     return s, bad
 
 
 @triton.jit
 def block_scores(
-    x_ptr, b, H, W, nbw, n_blocks, sxr, sxc,
-    L2: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, P2: tl.constexpr,
-    SMALL: tl.constexpr, FLAT: tl.constexpr,
+    x_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
+    L2_NORM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr,
+    BLOCK_IN_REGISTERS: tl.constexpr, FLAT_ADDRESSING: tl.constexpr,
 ):
-    """Each block's mean value ([TILE] float32) and whether any of the tile's data is non-finite."""
-    if SMALL:
-        row, col, valid = tile_offsets(b, H, W, nbw, n_blocks, BH, BW, P2, FLAT)
-        x = tl.load(x_ptr + row * sxr + col * sxc, mask=valid, other=0.0)
-        s = tile_sums(x, valid, L2, BH * BW, P2)
+    """Each block's score (``[BLOCKS_PER_PROGRAM]`` float32) and whether any of the tile's data
+    is non-finite (an int32 scalar, 0 or 1).
+
+    The score is ``div_rn(sum, count)``: the row-major float32 sum of ``element_values`` over
+    the block's elements inside the tensor, divided with correct rounding by their count
+    (``block_counts``), as torch's float32 ``sum / count``. ``x_ptr``: the data, element
+    ``(row, col)`` at ``row * x_row_stride + col * x_col_stride``. ``BLOCK_IN_REGISTERS`` picks
+    the tile path, else the loop path; ``FLAT_ADDRESSING`` (tile path only) as in ``tile_offsets``.
+    """
+    if BLOCK_IN_REGISTERS:
+        row, col, valid = tile_offsets(blocks, n_rows, n_cols, n_block_cols, n_blocks, BLOCK_ROWS, BLOCK_COLS,
+                                       BLOCK_SIZE_POW2, FLAT_ADDRESSING)
+        x = tl.load(x_ptr + row * x_row_stride + col * x_col_stride, mask=valid, other=0.0)
+        s = tile_sums(x, valid, L2_NORM, BLOCK_ROWS * BLOCK_COLS, BLOCK_SIZE_POW2)
         bad = tl.max((valid & is_nonfinite(x)).to(tl.int32))
     else:
-        s, bad_blocks = loop_sums(x_ptr, b, H, W, nbw, n_blocks, sxr, sxc, L2, BH, BW)
+        s, bad_blocks = loop_sums(x_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride,
+                                  x_col_stride, L2_NORM, BLOCK_ROWS, BLOCK_COLS)
         bad = tl.max(bad_blocks.to(tl.int32))
-    counts = block_counts(b, H, W, nbw, n_blocks, BH, BW)
+    counts = block_counts(blocks, n_rows, n_cols, n_block_cols, n_blocks, BLOCK_ROWS, BLOCK_COLS)
     return tl.math.div_rn(s, counts), bad
 
 
 @triton.jit
-def pruned_blocks(scores, b, n_blocks, threshold_bits, ties_pruned, ties_before):
-    """Blocks below the threshold, and the lowest-index ones equal to it.
+def pruned_blocks(scores, blocks, n_blocks, threshold_bits, ties_pruned, ties_before):
+    """Which blocks are pruned (``[BLOCKS_PER_PROGRAM]`` bool): those whose score is below the
+    threshold, and the first ``ties_pruned`` (lowest block index first, over the whole tensor)
+    of those equal to it.
 
-    ``ties_before`` counts the blocks equal to the threshold in earlier tiles; it and
-    ``ties_pruned`` are int64, so that counts past 2**31 blocks do not wrap.
+    Plain expression: ``score < t or (score == t and tie_rank <= ties_pruned)``, ``t`` the
+    float32 whose bits are ``threshold_bits``, ``tie_rank`` the 1-based index of a block among
+    all blocks scoring ``t`` (``ties_before``: the ties in earlier tiles, plus the inclusive
+    running count of ties in this tile). Scores of finite data are ``>= +0`` (never ``-0``), and
+    non-negative float32s order like their int32 bit patterns, so the comparisons are made on
+    bits: that also lets ``threshold_bits = 0x7FFFFFFF`` (above +inf's bits) prune every block.
+
+    ``threshold_bits``: int64 scalar; ``ties_before`` and ``ties_pruned`` are int64, so that counts
+    past 2**31 blocks do not wrap.
     """
-    inside = b < n_blocks
+    inside = blocks < n_blocks
     bits = scores.to(tl.int32, bitcast=True)  # non-negative floats order like their bits
     equal = inside & (bits == threshold_bits)
     tie_rank = ties_before + tl.cumsum(equal.to(tl.int32), 0).to(tl.int64)  # 1-based
@@ -142,15 +212,19 @@ def pruned_blocks(scores, b, n_blocks, threshold_bits, ties_pruned, ties_before)
 
 
 @triton.jit
-def tile_ranks(x, valid, P2: tl.constexpr):
-    """Rank of each element by |x| inside its block ([TILE, P2]; ties: lower position first).
+def tile_ranks(x, valid, BLOCK_SIZE_POW2: tl.constexpr):
+    """Rank of each element by ``|x|`` inside its block (``[BLOCKS_PER_PROGRAM, BLOCK_SIZE_POW2]``
+    int32): its index in a stable ascending sort of the block by ``|x|``,
+    ``rank[i] = #{j : |x_j| < |x_i| or (|x_j| == |x_i| and j < i)}`` (ties: lower position first),
+    by all ``BLOCK_SIZE_POW2**2`` pairwise comparisons. The ``zeros_per_block`` elements of rank
+    below it are the ones zeroed.
 
-    Padding positions hold +inf and so never rank ahead of data.
+    Padding positions hold +inf and so never rank ahead of (finite) data.
     """
-    m = tl.where(valid, tl.abs(x.to(tl.float32)), float("inf"))
-    mi = m[:, :, None]
-    mj = m[:, None, :]
-    i = tl.arange(0, P2)[:, None]
-    j = tl.arange(0, P2)[None, :]
-    ahead = (mj < mi) | ((mj == mi) & (j < i))
+    mag = tl.where(valid, tl.abs(x.to(tl.float32)), float("inf"))
+    mag_i = mag[:, :, None]
+    mag_j = mag[:, None, :]
+    i = tl.arange(0, BLOCK_SIZE_POW2)[:, None]
+    j = tl.arange(0, BLOCK_SIZE_POW2)[None, :]
+    ahead = (mag_j < mag_i) | ((mag_j == mag_i) & (j < i))
     return tl.sum(ahead.to(tl.int32), axis=2)

@@ -14,7 +14,7 @@ import triton
 
 SMALL_BLOCK = 16
 ELEMENTS_PER_PROGRAM = 1024  # tile path: elements a program loads per tensor
-RANK_PAIRS_PER_PROGRAM = 4096  # tile path: TILE * P2 * P2 comparisons for in-block ranks
+RANK_PAIRS_PER_PROGRAM = 4096  # tile path: BLOCKS_PER_PROGRAM * BLOCK_SIZE_POW2**2 comparisons for in-block ranks
 LOOP_TILE = 128  # loop path: blocks per program
 SELECT_TILE = 2048  # radix selection: scores per program and step
 SELECT_PROGRAMS = 528  # radix selection: at most this many programs (4 per SM of an H100/H200)
@@ -22,12 +22,16 @@ ELEMENTWISE_TILE = 2048  # apply_mask: elements per program
 NUM_WARPS = 4
 # Integer arguments: Triton compiles one variant per class of value (i32 or i64; == 1, a
 # constant; divisible by 16, a hint), not per value. Arguments whose class gives the
-# compiler nothing to use are not specialised (``do_not_specialize``, per kernel): H (only
-# in `row < H` masks), nbw (only a divisor), Z (only compared with ranks), apply_mask's W
-# (only a divisor off the flat path). Sizes and strides that decide vectorised loads and
-# stores (W, n_blocks, n, every stride: `== 1` makes a column contiguous) stay specialised.
-DO_NOT_SPECIALIZE = {"_block_norm_kernel": ("H", "nbw"), "_block_mask_kernel": ("H", "nbw", "Z"),
-                     "_apply_mask_kernel": ("W",)}
+# compiler nothing to use are not specialised (``do_not_specialize``, per kernel): n_rows
+# (only in `row < n_rows` masks), n_block_cols (only a divisor), zeros_per_block (only
+# compared with ranks), apply_mask's n_cols (only a divisor off the flat path). Sizes and
+# strides that decide vectorised loads and stores (n_cols, n_blocks, n_elements, every stride:
+# `== 1` makes a column contiguous) stay specialised.
+DO_NOT_SPECIALIZE = {
+    "_block_norm_kernel": ("n_rows", "n_block_cols"),
+    "_block_mask_kernel": ("n_rows", "n_block_cols", "zeros_per_block"),
+    "_apply_mask_kernel": ("n_cols",),
+}
 # enable_fp_fusion=False everywhere: score sums must never be contracted into FMAs.
 LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
 
@@ -35,17 +39,17 @@ LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
 class BlockLaunch(NamedTuple):
     """How the block kernels (scores, masks) are launched for one block shape."""
 
-    tile: int  # blocks per program
-    p2: int  # block size rounded up to a power of two
-    small: bool  # tile path (True) or loop path (False)
+    blocks_per_program: int  # BLOCKS_PER_PROGRAM: blocks per program (a power of two)
+    block_size_pow2: int  # BLOCK_SIZE_POW2: block size rounded up to a power of two
+    in_registers: bool  # BLOCK_IN_REGISTERS: tile path (True) or loop path (False)
 
 
 def block_launch(block_shape: tuple[int, int]) -> BlockLaunch:
-    p2 = triton.next_power_of_2(block_shape[0] * block_shape[1])
-    if p2 <= SMALL_BLOCK:
-        tile = max(1, min(ELEMENTS_PER_PROGRAM // p2, RANK_PAIRS_PER_PROGRAM // (p2 * p2)))
-        return BlockLaunch(triton.next_power_of_2(tile), p2, True)
-    return BlockLaunch(LOOP_TILE, p2, False)
+    size_pow2 = triton.next_power_of_2(block_shape[0] * block_shape[1])
+    if size_pow2 <= SMALL_BLOCK:
+        tile = max(1, min(ELEMENTS_PER_PROGRAM // size_pow2, RANK_PAIRS_PER_PROGRAM // (size_pow2 * size_pow2)))
+        return BlockLaunch(triton.next_power_of_2(tile), size_pow2, True)
+    return BlockLaunch(LOOP_TILE, size_pow2, False)
 
 
 def select_grid(n: int) -> int:

@@ -13,13 +13,38 @@ from blocksparsity.kernels._triton._blocks import block_scores
 
 @triton.jit(do_not_specialize=_config.DO_NOT_SPECIALIZE["_block_norm_kernel"])
 def _block_norm_kernel(
-    x_ptr, scores_ptr, flag_ptr, H, W, nbw, n_blocks, sxr, sxc,
-    L2: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr, P2: tl.constexpr,
-    TILE: tl.constexpr, SMALL: tl.constexpr, FLAT: tl.constexpr,
+    x_ptr, scores_ptr, flag_ptr, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
+    L2_NORM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr,
+    BLOCKS_PER_PROGRAM: tl.constexpr, BLOCK_IN_REGISTERS: tl.constexpr, FLAT_ADDRESSING: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64) * TILE + tl.arange(0, TILE)
-    scores, bad = block_scores(x_ptr, b, H, W, nbw, n_blocks, sxr, sxc, L2, BH, BW, P2, SMALL, FLAT)
-    tl.store(scores_ptr + b, scores, mask=b < n_blocks)
+    """Score of every block: ``scores[b]`` = mean of ``|x|`` (L1) or ``x*x`` (L2) over block
+    ``b``'s elements inside the tensor, in float32 (``avg_pool2d(..., ceil_mode=True)`` bit for
+    bit); sets the flag if any element is NaN or infinite.
+
+    Pointers:
+      x_ptr: the data, ``[n_rows, n_cols]``, float32/float16/bfloat16, element ``(row, col)`` at
+        ``row * x_row_stride + col * x_col_stride`` (any strides; ``(n_cols, 1)`` with
+        ``FLAT_ADDRESSING``).
+      scores_ptr: ``[n_blocks]`` float32, contiguous: the block grid
+        ``[cdiv(n_rows, BLOCK_ROWS), n_block_cols]`` flattened row-major.
+      flag_ptr: ``[1]`` int32, zeroed by the caller; set to 1 when the data is not finite.
+
+    Grid: ``(cdiv(n_blocks, BLOCKS_PER_PROGRAM),)``; program ``p`` scores blocks
+    ``[p * BLOCKS_PER_PROGRAM, (p + 1) * BLOCKS_PER_PROGRAM)``.
+
+    Constexprs:
+      L2_NORM: score ``x*x`` (L2) instead of ``|x|`` (L1).
+      BLOCK_ROWS, BLOCK_COLS: the block shape.
+      BLOCK_SIZE_POW2: ``BLOCK_ROWS * BLOCK_COLS`` rounded up to a power of two (tile width).
+      BLOCKS_PER_PROGRAM: blocks per program (a power of two).
+      BLOCK_IN_REGISTERS: the tile path (each block one row of a register tile), else the loop path.
+      FLAT_ADDRESSING: blocks are flat ranges ``[b * BLOCK_COLS, (b + 1) * BLOCK_COLS)`` (see
+        ``_blocks.tile_offsets``).
+    """
+    blocks = tl.program_id(0).to(tl.int64) * BLOCKS_PER_PROGRAM + tl.arange(0, BLOCKS_PER_PROGRAM)
+    scores, bad = block_scores(x_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
+                               L2_NORM, BLOCK_ROWS, BLOCK_COLS, BLOCK_SIZE_POW2, BLOCK_IN_REGISTERS, FLAT_ADDRESSING)
+    tl.store(scores_ptr + blocks, scores, mask=blocks < n_blocks)
     tl.store(flag_ptr, 1, mask=bad != 0)
 
 
@@ -45,19 +70,20 @@ def strides(t: torch.Tensor, flat: bool) -> tuple[int, int]:
 
 def launch_scores(x: torch.Tensor, block_shape: tuple[int, int], norm: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores as a flat float32 vector over the block grid, int32[1] non-finite flag)."""
-    h, w = x.shape
+    n_rows, n_cols = x.shape
     bh, bw = block_shape
-    nbh, nbw = block_grid((h, w), block_shape)
-    n_blocks = nbh * nbw
+    n_block_rows, n_block_cols = block_grid((n_rows, n_cols), block_shape)
+    n_blocks = n_block_rows * n_block_cols
     launch = _config.block_launch(block_shape)
     scores = torch.empty(n_blocks, dtype=torch.float32, device=x.device)
     flag = torch.zeros(1, dtype=torch.int32, device=x.device)
     flat = flat_layout(x, block_shape)
     with _device.on_device(x):
-        _block_norm_kernel[(triton.cdiv(n_blocks, launch.tile),)](
-            x, scores, flag, h, w, nbw, n_blocks, *strides(x, flat),
-            L2=norm == "L2", BH=bh, BW=bw, P2=launch.p2, TILE=launch.tile, SMALL=launch.small,
-            FLAT=flat, **_config.LAUNCH_OPTIONS,
+        _block_norm_kernel[(triton.cdiv(n_blocks, launch.blocks_per_program),)](
+            x, scores, flag, n_rows, n_cols, n_block_cols, n_blocks, *strides(x, flat),
+            L2_NORM=norm == "L2", BLOCK_ROWS=bh, BLOCK_COLS=bw, BLOCK_SIZE_POW2=launch.block_size_pow2,
+            BLOCKS_PER_PROGRAM=launch.blocks_per_program, BLOCK_IN_REGISTERS=launch.in_registers,
+            FLAT_ADDRESSING=flat, **_config.LAUNCH_OPTIONS,
         )
     return scores, flag
 

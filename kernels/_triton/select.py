@@ -28,42 +28,90 @@ RADIX_DIGITS = COMPACT_DIGITS
 
 
 @triton.jit
-def _radix_histogram_kernel(scores_ptr, n, state_ptr, hist_ptr, SHIFT: tl.constexpr, BITS: tl.constexpr, TILE: tl.constexpr):
-    NB: tl.constexpr = 1 << BITS
-    HIGH: tl.constexpr = SHIFT + BITS
+def _radix_histogram_kernel(
+    scores_ptr, n_scores, state_ptr, hist_ptr,
+    DIGIT_SHIFT: tl.constexpr, DIGIT_BITS: tl.constexpr, SCORES_PER_STEP: tl.constexpr,
+):
+    """Histogram of one radix digit over the scores whose higher digits equal those chosen so far.
+
+    With ``bits`` a score's int32 bit pattern and ``prefix`` the digits chosen so far:
+    ``hist[d] += #{i : bits_i >> PREFIX_SHIFT == prefix >> PREFIX_SHIFT and
+    (bits_i >> DIGIT_SHIFT) & (N_BINS - 1) == d}``, ``PREFIX_SHIFT = DIGIT_SHIFT + DIGIT_BITS``.
+
+    Pointers:
+      scores_ptr: ``[n_scores]`` float32, contiguous, every score ``>= +0``.
+      state_ptr: ``[2]`` int64: the digits chosen so far (bits above ``PREFIX_SHIFT``; the
+        lower bits are 0), and how many scores remain to prune (read by ``_radix_pick_kernel``).
+      hist_ptr: ``[N_BINS]`` int64, zeroed by the caller; counts are added atomically.
+
+    Grid: ``(min(cdiv(n_scores, SCORES_PER_STEP), SELECT_PROGRAMS),)``; each program strides over
+    the scores ``SCORES_PER_STEP`` at a time and adds its counts once.
+
+    Constexprs:
+      DIGIT_SHIFT, DIGIT_BITS: this digit is bits ``[DIGIT_SHIFT, DIGIT_SHIFT + DIGIT_BITS)``.
+      SCORES_PER_STEP: scores a program loads per step.
+    """
+    N_BINS: tl.constexpr = 1 << DIGIT_BITS
+    PREFIX_SHIFT: tl.constexpr = DIGIT_SHIFT + DIGIT_BITS
     prefix = tl.load(state_ptr)
-    counts = tl.zeros([2 * NB], tl.int64)
-    for start in range(tl.program_id(0).to(tl.int64) * TILE, n, tl.num_programs(0) * TILE):
-        offs = start + tl.arange(0, TILE)
-        inside = offs < n
+    counts = tl.zeros([2 * N_BINS], tl.int64)
+    for start in range(tl.program_id(0).to(tl.int64) * SCORES_PER_STEP, n_scores, tl.num_programs(0) * SCORES_PER_STEP):
+        offs = start + tl.arange(0, SCORES_PER_STEP)
+        inside = offs < n_scores
         bits = tl.load(scores_ptr + offs, mask=inside, other=0.0).to(tl.int32, bitcast=True)
-        match = inside & ((bits >> HIGH) == (prefix >> HIGH))
-        # Scores outside the chosen prefix land in the upper half, which is dropped.
-        digit = tl.where(match, (bits >> SHIFT) & (NB - 1), NB)
-        counts += tl.histogram(digit, 2 * NB).to(tl.int64)
-    bins = tl.arange(0, 2 * NB)
-    tl.atomic_add(hist_ptr + bins, counts, mask=bins < NB)
+        match = inside & ((bits >> PREFIX_SHIFT) == (prefix >> PREFIX_SHIFT))
+        # Scores outside the chosen prefix land in bin N_BINS, in the upper half, which is dropped:
+        # one fixed-size tl.histogram instead of a masked one.
+        digit = tl.where(match, (bits >> DIGIT_SHIFT) & (N_BINS - 1), N_BINS)
+        counts += tl.histogram(digit, 2 * N_BINS).to(tl.int64)
+    bins = tl.arange(0, 2 * N_BINS)
+    tl.atomic_add(hist_ptr + bins, counts, mask=bins < N_BINS)
 
 
 @triton.jit
-def _radix_pick_kernel(hist_ptr, state_ptr, SHIFT: tl.constexpr, BITS: tl.constexpr):
-    NB: tl.constexpr = 1 << BITS
-    bins = tl.arange(0, NB)
+def _radix_pick_kernel(hist_ptr, state_ptr, DIGIT_SHIFT: tl.constexpr, DIGIT_BITS: tl.constexpr):
+    """Choose the digit holding the k-th smallest score and append it to the prefix.
+
+    With ``k = state[1]`` and ``counts = hist``: ``digit`` = the first bin whose running count
+    ``cumsum(counts)[digit]`` reaches ``k``, computed as ``#{d : cumsum(counts)[d] < k}``;
+    then ``state = (state[0] | digit << DIGIT_SHIFT, k - sum(counts[:digit]))``: the
+    remaining ``k`` counts only the scores inside the chosen bin. After the last digit,
+    ``state`` is (the k-th smallest score's bits, how many scores equal to it are pruned).
+
+    Pointers:
+      hist_ptr: ``[N_BINS]`` int64, this digit's histogram over all scores (all shards).
+      state_ptr: ``[2]`` int64, read and updated: (prefix bits, k remaining), ``1 <= k <= sum(hist)``.
+
+    Grid: ``(1,)``. Constexprs: ``DIGIT_SHIFT``, ``DIGIT_BITS`` as in ``_radix_histogram_kernel``.
+    """
+    N_BINS: tl.constexpr = 1 << DIGIT_BITS
+    bins = tl.arange(0, N_BINS)
     counts = tl.load(hist_ptr + bins)
     k = tl.load(state_ptr + 1)
     digit = tl.sum((tl.cumsum(counts, 0) < k).to(tl.int32), 0)  # first bin reaching k
     before = tl.sum(tl.where(bins < digit, counts, 0), 0)
-    tl.store(state_ptr, tl.load(state_ptr) | (digit.to(tl.int64) << SHIFT))
+    tl.store(state_ptr, tl.load(state_ptr) | (digit.to(tl.int64) << DIGIT_SHIFT))
     tl.store(state_ptr + 1, k - before)
 
 
 @triton.jit
-def _tie_count_kernel(scores_ptr, n, state_ptr, counts_ptr, TILE: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * TILE + tl.arange(0, TILE)
-    bits = tl.load(scores_ptr + offs, mask=offs < n, other=0.0).to(tl.int32, bitcast=True)
-    equal = (offs < n) & (bits == tl.load(state_ptr))
-    tl.store(counts_ptr + tl.program_id(0), tl.sum(equal.to(tl.int32), 0).to(tl.int64))
+def _tie_count_kernel(scores_ptr, n_scores, state_ptr, tie_counts_ptr, BLOCKS_PER_PROGRAM: tl.constexpr):
+    """Scores equal to the threshold in each mask-kernel tile:
+    ``tie_counts[p] = #{i in [p * BLOCKS_PER_PROGRAM, (p + 1) * BLOCKS_PER_PROGRAM) : bits_i == state[0]}``
+    (the launcher's exclusive cumsum of it is ``_block_mask_kernel``'s ``ties_before``).
 
+    Pointers:
+      scores_ptr: ``[n_scores]`` float32, contiguous.
+      state_ptr: ``[2]`` int64 (threshold bits, ties pruned); only the bits are read.
+      tie_counts_ptr: ``[cdiv(n_scores, BLOCKS_PER_PROGRAM)]`` int64, one count per program.
+
+    Grid: ``(cdiv(n_scores, BLOCKS_PER_PROGRAM),)``. Constexpr ``BLOCKS_PER_PROGRAM``: the mask
+    kernel's blocks per program, so that program ``p`` counts exactly mask program ``p``'s blocks.
+    """
+    offs = tl.program_id(0).to(tl.int64) * BLOCKS_PER_PROGRAM + tl.arange(0, BLOCKS_PER_PROGRAM)
+    bits = tl.load(scores_ptr + offs, mask=offs < n_scores, other=0.0).to(tl.int32, bitcast=True)
+    equal = (offs < n_scores) & (bits == tl.load(state_ptr))
+    tl.store(tie_counts_ptr + tl.program_id(0), tl.sum(equal.to(tl.int32), 0).to(tl.int64))
 
 
 def radix_state(scores: torch.Tensor, k: int, reduce: Reduce | None = None) -> torch.Tensor:
@@ -79,11 +127,12 @@ def radix_state(scores: torch.Tensor, k: int, reduce: Reduce | None = None) -> t
             part = hist[start : start + (1 << bits)]
             if n:  # a shard may own no scores, and still takes part in the reduction
                 _radix_histogram_kernel[(_config.select_grid(n),)](
-                    scores, n, state, part, SHIFT=shift, BITS=bits, TILE=_config.SELECT_TILE, **_config.LAUNCH_OPTIONS
+                    scores, n, state, part, DIGIT_SHIFT=shift, DIGIT_BITS=bits, SCORES_PER_STEP=_config.SELECT_TILE,
+                    **_config.LAUNCH_OPTIONS,
                 )
             if reduce is not None:
                 part = reduce(part).to(torch.int64).contiguous()
-            _radix_pick_kernel[(1,)](part, state, SHIFT=shift, BITS=bits, **_config.LAUNCH_OPTIONS)
+            _radix_pick_kernel[(1,)](part, state, DIGIT_SHIFT=shift, DIGIT_BITS=bits, **_config.LAUNCH_OPTIONS)
             start += 1 << bits
     return state
 
@@ -94,8 +143,10 @@ def tie_offsets(scores: torch.Tensor, state: torch.Tensor, tile: int) -> torch.T
     counts = torch.zeros(cdiv(n, tile), dtype=torch.int64, device=scores.device)
     if n:
         with _device.on_device(scores):
-            _tie_count_kernel[(counts.numel(),)](scores, n, state, counts, TILE=tile, **_config.LAUNCH_OPTIONS)
-    return torch.cumsum(counts, 0) - counts
+            _tie_count_kernel[(counts.numel(),)](
+                scores, n, state, counts, BLOCKS_PER_PROGRAM=tile, **_config.LAUNCH_OPTIONS
+            )
+    return torch.cumsum(counts, 0) - counts  # exclusive prefix sum: ties in earlier tiles
 
 
 def threshold(scores: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +156,7 @@ def threshold(scores: torch.Tensor, k: int, tile: int) -> tuple[torch.Tensor, to
     if k <= 0 or k >= n:
         state = torch.zeros(2, dtype=torch.int64, device=scores.device)  # nothing is below 0, no tie pruned
         if k > 0:
-            state[0] = PRUNE_ALL_BITS
+            state[0] = PRUNE_ALL_BITS  # 0x7FFFFFFF: above every score's bits (+inf's too), all pruned
         return state, torch.zeros(cdiv(n, tile), dtype=torch.int64, device=scores.device)
     state = radix_state(scores, k)
     return state, tie_offsets(scores, state, tile)

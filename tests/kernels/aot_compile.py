@@ -120,14 +120,15 @@ def specialisations(log: list, backend) -> dict:
     return found
 
 
-SHAPE_CONSTEXPRS = ("BH", "BW", "P2", "TILE", "SMALL", "SHIFT", "BITS")
+SHAPE_CONSTEXPRS = ("BLOCK_ROWS", "BLOCK_COLS", "BLOCK_SIZE_POW2", "BLOCKS_PER_PROGRAM", "ELEMENTS_PER_PROGRAM",
+                    "SCORES_PER_STEP", "BLOCK_IN_REGISTERS", "DIGIT_SHIFT", "DIGIT_BITS")
 
 
 def covering(found: dict) -> list:
     """A subset of the specialisations holding, for each kernel: every block shape (the shape
     constexprs) with every pointer-type combination; every combination of the other
-    constexprs (L2, FLAT, FULL, APPLY, ...) with every pointer-type combination and each of the
-    tile and loop paths; and every class (i32/i64, ``== 1``, divisibility hint) of every
+    constexprs (L2_NORM, FLAT_ADDRESSING, PRUNE_WHOLE_BLOCKS, WRITE_MASKED, ...) with every
+    pointer-type combination and each of the tile and loop paths; and every class (i32/i64, ``== 1``, divisibility hint) of every
     integer argument. Compiling every product of these would take an hour; a variant
     compiles or fails by these parts."""
     chosen, seen = [], set()
@@ -137,7 +138,7 @@ def covering(found: dict) -> list:
         pointers = tuple((n, v) for n, v in sorted(signature.items()) if v.startswith("*"))
         given = {kernel.arg_names[p[0]]: v for p, v in constexprs.items() if kernel.params[p[0]].is_constexpr}
         shape = tuple((n, v) for n, v in sorted(given.items()) if n in SHAPE_CONSTEXPRS)
-        flags = tuple((n, v) for n, v in sorted(given.items()) if n not in SHAPE_CONSTEXPRS or n == "SMALL")
+        flags = tuple((n, v) for n, v in sorted(given.items()) if n not in SHAPE_CONSTEXPRS or n == "BLOCK_IN_REGISTERS")
         features = {(name, "shape", pointers, shape), (name, "flags", pointers, flags)}
         for i, param in enumerate(kernel.params):
             if param.is_constexpr or signature[param.name].startswith("*"):
