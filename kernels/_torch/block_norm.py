@@ -67,16 +67,20 @@ class _Scratch:
     """Chunk-sized float32 buffers, allocated once per call and reused by every chunk (so
     they stay in cache): the chunk's |x| or x*x, and its block sums."""
 
-    def __init__(self, x: torch.Tensor, bh: int, bw: int):
-        h, w = x.shape
-        rows = max(1, _config.CHUNK_ELEMENTS // max(1, bh * w))
-        elements = min(h, rows * bh) * w if rows > 1 else min(w, _config.CHUNK_ELEMENTS // (bh * bw) * bw) * bh
-        self.values = torch.empty(max(1, elements), dtype=torch.float32, device=x.device)
-        self.sums = torch.empty(max(1, elements // (bh * bw) + w // bw + 1), dtype=torch.float32, device=x.device)
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, n: int) -> torch.Tensor:
+        """The first ``n`` elements of buffer ``name``, grown where it is too small."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.buffers[name] = torch.empty(n, dtype=torch.float32, device=self.device)
+        return buf[:n]
 
     def magnitudes(self, xc: torch.Tensor, norm: str) -> torch.Tensor:
         """|x| or x*x of the chunk ``xc`` in float32 (the exact cast, then the op), in the buffer."""
-        out = self.values[: xc.numel()].view(xc.shape)
+        out = self.take("values", xc.numel()).view(xc.shape)
         if xc.dtype == torch.float32:
             return torch.abs(xc, out=out) if norm == "L1" else torch.mul(xc, xc, out=out)
         out.copy_(xc)
@@ -87,7 +91,7 @@ class _Scratch:
         nr, bh, nc, bw = v.shape
         if bh * bw == 1 or bh * bw > _config.SEQUENTIAL_SUM_MIN:
             return blocked_sums(v, policy)
-        total = self.sums[: nr * nc].view(nr, nc)
+        total = self.take("sums", nr * nc).view(nr, nc)
         parts = positions(v)
         torch.add(parts[0], parts[1], out=total)
         for part in parts[2:]:
@@ -132,7 +136,7 @@ def block_scores(
     # In-block ranks of small blocks compare each pair of positions: lay the chunk out by
     # position once (``lanes``) and sum the scores from that layout too.
     by_position = in_block_keep is not None and bh * bw <= _config.PAIRWISE_RANK_MAX
-    scratch = _Scratch(x, bh, bw)
+    scratch = _Scratch(x.device)
     for r0, r1, c0, c1 in chunks(h, w, bh, bw):
         xc = elements(x, r0, r1, c0, c1, bh, bw)
         nr, nc = r1 - r0, c1 - c0
