@@ -48,8 +48,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test that takes seconds on a CPU")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda where available")
-    p.add_argument("--matrix", choices=["axes", "full"], default="axes",
-                   help="axes: fp32 L1 at every size, L2 and bf16 at 8192^2 (default); full: every combination")
+    p.add_argument("--matrix", choices=["axes", "full", "sizes"], default="axes",
+                   help="axes: fp32 L1 at every size, L2 and bf16 at 8192^2 (default); full: every combination; "
+                        "sizes: fp32 and bf16 at 2**24, 2**26 and 2**28 elements")
     p.add_argument("-k", "--filter", action="append", default=[], metavar="TEXT",
                    help="only cases whose name contains TEXT (repeatable: any of them)")
     p.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS), metavar="NAME",

@@ -81,6 +81,8 @@ class Case:
 # The operation variants every size is measured with: (op, zeros_per_block) for (1, 4) blocks.
 VARIANTS = (("block_norm", 4), ("block_mask", 4), ("block_mask", 2), ("sparsify", 4), ("sparsify", 2))
 SIZES = {"full": ((4096, 4096), (8192, 8192), (10_000, 10_000)), "quick": ((128, 128), (256, 256), (512, 512))}
+# ``matrix="sizes"``: 2**24, 2**26 and 2**28 elements (the torch backend's bandwidth target).
+POWER_SIZES = {"full": ((4096, 4096), (8192, 8192), (16384, 16384)), "quick": ((128, 128), (256, 256), (512, 512))}
 TABLE_ROWS = {"cuda": 10_000_000, "cpu": 1_000_000, "quick": 4096}
 TABLE_WIDTH = 64
 
@@ -94,10 +96,14 @@ def default_cases(device: str, quick: bool = False, matrix: str = "axes") -> lis
     sparsify, one all-ties table (a third of the rows all zero, the rest small integers),
     and last every variant in L2 and in bf16 at the middle size. ``matrix="full"`` takes
     the full product of variants, norms, dtypes and sizes instead (60 cases, plus the
-    tables). ``quick`` shrinks every size so that a CPU run takes seconds.
+    tables). ``matrix="sizes"``: every variant in fp32 and bf16 (L1) at 2**24, 2**26 and
+    2**28 elements, nothing else. ``quick`` shrinks every size so that a CPU run takes seconds.
     """
-    if matrix not in ("axes", "full"):
-        raise ValueError(f"matrix must be 'axes' or 'full'; got {matrix!r}")
+    if matrix not in ("axes", "full", "sizes"):
+        raise ValueError(f"matrix must be 'axes', 'full' or 'sizes'; got {matrix!r}")
+    if matrix == "sizes":
+        return [Case(op, shape, dtype, zeros_per_block=zpb) for shape in POWER_SIZES["quick" if quick else "full"]
+                for dtype in ("fp32", "bf16") for op, zpb in VARIANTS]
     sizes = SIZES["quick" if quick else "full"]
     rows = TABLE_ROWS["quick" if quick else ("cuda" if device == "cuda" else "cpu")]
     table = (rows, TABLE_WIDTH)

@@ -19,7 +19,7 @@ How, per call, with collectives over small data only:
 2. **Ownership.** Each block belongs to the rank holding its first line; only owners
    count it in the selection.
 3. **Selection.** ``k = round(level * n_blocks)`` over the whole tensor; the threshold is
-   found by radix selection whose histograms (11/10/10-bit digits: 4096 int32 counts in
+   found by radix selection whose histograms (11/10/10-bit digits: 4096 int64 counts in
    all) are summed over the ranks by all-reduce; the non-finite flag rides on the first.
 4. **Ties** at the threshold are pruned lowest global flat block index first: each rank
    learns how many tied blocks come before each of its block rows (row shards: one count
@@ -196,9 +196,9 @@ class _SumOverRanks:
         self.group, self.flag, self.first = group, flag, True
 
     def __call__(self, hist: torch.Tensor) -> torch.Tensor:
-        counts = hist.to(torch.int32)
+        counts = hist.to(torch.int64)  # 2**31 blocks or more over all ranks: no wrap
         if self.first:
-            counts = torch.cat([counts, self.flag.reshape(1).to(torch.int32)])
+            counts = torch.cat([counts, self.flag.reshape(1).to(torch.int64)])
         _collectives.all_reduce_sum(counts, self.group)
         if self.first:
             self.flag, counts, self.first = counts[-1] != 0, counts[:-1], False
@@ -210,22 +210,22 @@ def _owned(scores: torch.Tensor, ext: Extended, axis: int) -> torch.Tensor:
 
 
 def _row_ties(scores: torch.Tensor, ext: Extended, lay: Layout, threshold: Threshold) -> torch.Tensor:
-    """Per block row of ``scores`` (int32): the global count of blocks tied at the threshold
-    before the row's first block here, less the ties the running count here sees before it."""
-    equal = (scores.view(torch.int32) == threshold.bits).to(torch.int32)
+    """Per block row of ``scores`` (int64: 2**31 ties or more do not wrap): the global count of
+    blocks tied at the threshold before the row's first block here, less the ties the running
+    count here sees before it."""
+    equal = (scores.view(torch.int32) == threshold.bits).to(torch.int64)
     owned = _owned(equal, ext, lay.axis)
     # The first block line here, when another rank owns it (and counts its ties).
     shared = equal.select(lay.axis, 0) if not ext.first_owned else equal.new_zeros(equal.shape[1 - lay.axis])
     if lay.axis == 0:  # block rows in rank order: one count per rank
-        counts = _collectives.all_gather(owned.sum().to(torch.int32).reshape(1), lay.group, lay.size)[:, 0]
+        counts = _collectives.all_gather(owned.sum().reshape(1), lay.group, lay.size)[:, 0]
         before = counts[: lay.rank].sum() - shared.sum()
-        return before.to(torch.int32).expand(scores.shape[0]).contiguous()
+        return before.expand(scores.shape[0]).contiguous()
     # Column shards interleave within every block row: one count per block row and rank.
-    counts = _collectives.all_gather(owned.sum(1, dtype=torch.int32), lay.group, lay.size)  # (ranks, block rows)
+    counts = _collectives.all_gather(owned.sum(1), lay.group, lay.size)  # (ranks, block rows)
     per_row = counts.sum(0)
-    here = equal.sum(1, dtype=torch.int32)
-    before = (per_row.cumsum(0) - per_row) + counts[: lay.rank].sum(0) - shared - (here.cumsum(0) - here)
-    return before.to(torch.int32)
+    here = equal.sum(1)
+    return (per_row.cumsum(0) - per_row) + counts[: lay.rank].sum(0) - shared - (here.cumsum(0) - here)
 
 
 def _backend_scores(impl: Backend, ext: Extended, lay: Layout, block_shape: tuple[int, int], norm: str):

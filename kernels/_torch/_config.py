@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Work is done in chunks of whole blocks of about this many elements, so temporaries stay
 # cache-sized and peak memory stays near the size of the outputs.
-CHUNK_ELEMENTS = 1 << 20
+CHUNK_ELEMENTS = 1 << 18
 # In-block ranks are counted pairwise up to this block size, by a stable sort above it.
 PAIRWISE_RANK_MAX = 16
 # Blocks of more elements than this are summed by numpy's sequential accumulate (CPU), not

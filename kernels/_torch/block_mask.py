@@ -21,6 +21,11 @@ def _spread_blocks(out: torch.Tensor, blocks: PrunedBlocks, chunk: Chunk, bh: in
     r0, r1, c0, c1 = chunk
     nr, nc = r1 - r0, c1 - c0
     words = block_words(out, nr, nc, bh, bw)
+    if words is not None and not combine and words.dtype == torch.int32:
+        spread = blocks.kept(r0, r1, c0, c1, words.dtype, out=words)  # written in place, mostly
+        if spread is not words:
+            words.copy_(spread)
+        return
     if words is not None:
         spread = blocks.kept(r0, r1, c0, c1, words.dtype)
     elif out.shape == (nr * bh, nc * bw) and out.stride(-1) == 1:
@@ -50,8 +55,14 @@ def keep_mask(
         mask = torch.empty(h, w, dtype=torch.bool, device=x.device)
     if zeros_per_block == 0:
         return mask.fill_(True)
+    # Blocks as words of the mask: the ties that stay kept are switched on after the
+    # rest, by index (no running tie count).
+    words = block_words(mask, *blocks.scores.shape, bh, bw)
+    kept_ties = blocks.defer_kept_ties() if words is not None else None
     for r0, r1, c0, c1 in chunks(h, w, bh, bw):
         _spread_blocks(elements(mask, r0, r1, c0, c1, bh, bw), blocks, (r0, r1, c0, c1), bh, bw, combine=partial)
+    if kept_ties is not None:
+        words.view(-1).index_fill_(0, kept_ties, int.from_bytes(b"\x01" * words.dtype.itemsize, "little"))
     return mask
 
 

@@ -63,6 +63,56 @@ def nonfinite_chunk(xc: torch.Tensor, sums: torch.Tensor, policy: Policy) -> tor
     return nonfinite(xc)
 
 
+class _Scratch:
+    """Chunk-sized float32 buffers, allocated once per call and reused by every chunk (so
+    they stay in cache): the chunk's |x| or x*x, and its block sums."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, name: str, n: int) -> torch.Tensor:
+        """The first ``n`` elements of buffer ``name``, grown where it is too small."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.buffers[name] = torch.empty(n, dtype=torch.float32, device=self.device)
+        return buf[:n]
+
+    def magnitudes(self, xc: torch.Tensor, norm: str) -> torch.Tensor:
+        """|x| or x*x of the chunk ``xc`` in float32 (the exact cast, then the op), in the buffer."""
+        out = self.take("values", xc.numel()).view(xc.shape)
+        if xc.dtype == torch.float32:
+            return torch.abs(xc, out=out) if norm == "L1" else torch.mul(xc, xc, out=out)
+        out.copy_(xc)
+        return out.abs_() if norm == "L1" else out.mul_(out)
+
+    def block_sums(self, v: torch.Tensor, policy: Policy) -> torch.Tensor:
+        """``blocked_sums`` of the blocked chunk ``v``, small (1, bw) blocks into the buffer."""
+        nr, bh, nc, bw = v.shape
+        if bh * bw == 1 or bh * bw > _config.SEQUENTIAL_SUM_MIN:
+            return blocked_sums(v, policy)
+        total = self.take("sums", nr * nc).view(nr, nc)
+        parts = positions(v)
+        torch.add(parts[0], parts[1], out=total)
+        for part in parts[2:]:
+            total.add_(part)
+        return total
+
+
+def _chunk_sums(xc: torch.Tensor, xf: torch.Tensor | None, scratch: _Scratch, norm: str, grid: tuple[int, int, int, int],
+                policy: Policy, by_position: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A chunk's block sums, and its ``lanes`` (|x| by in-block position) where asked.
+    ``xf``: the chunk in float32, where already made."""
+    nr, nc, bh, bw = grid
+    if by_position:
+        laid_out = lanes(blocked(xc.float() if xf is None else xf, nr, nc, bh, bw, 0.0))
+        return block_sums((laid_out if norm == "L1" else laid_out * laid_out).unbind(0)), laid_out
+    if xc.shape != (nr * bh, nc * bw):  # partial edge blocks: padded copies
+        xf = xc.float() if xf is None else xf
+        return blocked_sums(blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0), policy), None
+    return scratch.block_sums(blocked(scratch.magnitudes(xc, norm), nr, nc, bh, bw, 0.0), policy), None
+
+
 def block_scores(
     x: torch.Tensor,
     block_shape: tuple[int, int],
@@ -86,15 +136,12 @@ def block_scores(
     # In-block ranks of small blocks compare each pair of positions: lay the chunk out by
     # position once (``lanes``) and sum the scores from that layout too.
     by_position = in_block_keep is not None and bh * bw <= _config.PAIRWISE_RANK_MAX
+    scratch = _Scratch(x.device)
     for r0, r1, c0, c1 in chunks(h, w, bh, bw):
         xc = elements(x, r0, r1, c0, c1, bh, bw)
         nr, nc = r1 - r0, c1 - c0
-        xf = xc.float()
-        laid_out = lanes(blocked(xf, nr, nc, bh, bw, 0.0)) if by_position else None
-        if laid_out is not None:
-            sums = block_sums((laid_out if norm == "L1" else laid_out * laid_out).unbind(0))
-        else:
-            sums = blocked_sums(blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0), policy)
+        xf = xc.float() if in_block_keep is not None else None
+        sums, laid_out = _chunk_sums(xc, xf, scratch, norm, (nr, nc, bh, bw), policy, by_position)
         bad |= nonfinite_chunk(xc, sums, policy)
         count = full
         if xc.shape[0] < nr * bh or xc.shape[1] < nc * bw:

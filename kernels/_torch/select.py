@@ -139,6 +139,7 @@ class PrunedBlocks:
     def __init__(self, scores: torch.Tensor, k: int, threshold: Threshold | None, policy: Policy,
                  row_ties: torch.Tensor | None = None):
         self.scores, self.k, self.threshold, self.row_ties = scores, k, threshold, row_ties
+        self._host_reads = policy.host_reads
         self._ties_before = torch.zeros((), dtype=torch.int64, device=scores.device)  # 2**31 blocks or more: no wrap
         # Usually every score equal to the threshold is pruned (with continuous data, the
         # threshold's own); then "pruned" is just "at most the threshold", with no tie ranks.
@@ -162,10 +163,24 @@ class PrunedBlocks:
             return cls(scores, k, kth_smallest(scores, k, policy, None, COMPACT_DIGITS), policy)
         return cls(scores, k, kth_smallest(scores, k, policy, high_histogram), policy)
 
-    def kept(self, r0: int, r1: int, c0: int, c1: int, lane: torch.dtype = torch.bool) -> torch.Tensor:
+    def defer_kept_ties(self) -> torch.Tensor | None:
+        """Where only some of the blocks tied at the threshold are pruned and values may be
+        read on the host: from now on ``kept`` prunes every tie (no tie ranks, no running
+        count), and this returns the flat indices of the tied blocks that stay kept (those
+        after the first ``ties_pruned``), for the caller to switch back on. Else None."""
+        t = self.threshold
+        if self._all_ties_pruned or t is None or t.ties is None or self.row_ties is not None or not self._host_reads:
+            return None
+        ties = (self.scores.reshape(-1).view(torch.int32) == t.bits).nonzero().squeeze(1)
+        self._all_ties_pruned = True
+        return ties[int(t.ties_pruned):]
+
+    def kept(self, r0: int, r1: int, c0: int, c1: int, lane: torch.dtype = torch.bool,
+             out: torch.Tensor | None = None) -> torch.Tensor:
         """Which blocks of rows r0:r1 and columns c0:c1 are kept: bool, or, for an integer
         ``lane`` type, words of that type with every byte 1 (kept) or 0 (pruned): a (1, bw)
-        block of the bool mask, for the ``bw`` bytes of the word."""
+        block of the bool mask, for the ``bw`` bytes of the word. ``out`` (int32 words, or
+        None) may receive them."""
         s = self.scores[r0:r1, c0:c1]
         ones = int.from_bytes(b"\x01" * lane.itemsize, "little")
         if self.threshold is None:  # k is 0 or every block
@@ -176,8 +191,8 @@ class PrunedBlocks:
                 return bits > t
             # Both are in [0, 2**31): t - bits is negative, its sign filling the word
             # after the shift, exactly where the score is above the threshold.
-            above = (t - bits) >> 31
-            return (above if lane == torch.int32 else above.to(lane)) & ones
+            above = torch.sub(t, bits, out=out if lane == torch.int32 else None).bitwise_right_shift_(31)
+            return (above if lane == torch.int32 else above.to(lane)).bitwise_and_(ones)
         equal = bits == t
         tie_rank = equal.reshape(-1).cumsum(0).reshape(s.shape) + self._ties_before
         self._ties_before = tie_rank[-1, -1]

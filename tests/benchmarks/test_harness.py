@@ -115,6 +115,9 @@ def test_default_cases_cover_the_issue():
     assert any(c.data == "ties" for c in cases)
     assert (10**7, 64) in {c.shape for c in default_cases("cuda")}
     assert len(default_cases("cpu", matrix="full")) == 63
+    sizes = default_cases("cpu", matrix="sizes")  # the torch backend's bandwidth target: 2**24 to 2**28 elements
+    assert {c.numel for c in sizes} == {2**24, 2**26, 2**28} and {c.dtype for c in sizes} == {"fp32", "bf16"}
+    assert len(sizes) == 30 and max(c.numel for c in default_cases("cpu", quick=True, matrix="sizes")) <= 512**2
 
 
 def test_budget_extrapolates_from_smaller_cases():

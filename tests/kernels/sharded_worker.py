@@ -212,6 +212,42 @@ def check_agreement(checks: Checks, mesh) -> None:
     checks.check("count_zeros", zeros == [32, 32, 5], zeros)
 
 
+def check_wide_counts(checks: Checks, mesh) -> None:
+    """Counts summed over the ranks past 2**31 do not wrap (cheap stand-ins for 2**31 blocks):
+    the histograms of the selection's all-reduce, and the tie counts before each block row
+    (the all-gather made to say that rank 0 holds 2**31 more ties than it does)."""
+    from blocksparsity.kernels import _sharded
+    from blocksparsity.kernels import _torch as impl
+
+    reduce = _sharded._SumOverRanks(mesh.get_group(), torch.tensor(dist.get_rank() == 1))
+    summed = reduce(torch.full((8,), 2**30 + 5, dtype=torch.int64, device=DEVICE))
+    checks.check("wide_counts", summed.tolist() == [2**31 + 10] * 8 and bool(reduce.flag), summed.tolist())
+    gather = _sharded._collectives.all_gather
+
+    def more_ties_on_rank0(t, group, size):
+        out = gather(t, group, size)
+        out[0] += 2**31
+        return out
+
+    for dim in (0, 1):
+        x = data((8, 16), 11, "ties")
+        d = distribute_tensor(x, mesh, [Shard(dim)], src_data_rank=None)
+        lay = _sharded.layout(d)
+        _, ext = _sharded._extended_local(d, lay, (2, 2))
+        scores, _ = _sharded._backend_scores(impl, ext, lay, (2, 2), "L1")
+        threshold = impl.select_threshold(_sharded._owned(scores, ext, lay.axis), 10,
+                                          _sharded._SumOverRanks(lay.group, torch.tensor(False)))
+        plain = _sharded._row_ties(scores, ext, lay, threshold).to(torch.int64)
+        _sharded._collectives.all_gather = more_ties_on_rank0
+        try:
+            wide = _sharded._row_ties(scores, ext, lay, threshold)
+        finally:
+            _sharded._collectives.all_gather = gather
+        rows = torch.arange(scores.shape[0], device=DEVICE)
+        extra = (lay.rank if dim == 0 else rows + lay.rank) * 2**31  # rank 0's ties come before
+        checks.check("wide_counts", torch.equal(wide, plain + extra), (dim, wide.tolist(), plain.tolist()))
+
+
 def measure_traffic(checks: Checks, mesh) -> dict:
     """Bytes communicated per call (counted at the collectives) for a few shapes."""
 
@@ -236,7 +272,8 @@ def run(rank: int, out_dir: str, port: str) -> None:
     mesh = init_device_mesh(DEVICE, (WORLD,))
     checks, traffic = Checks(), {}
     try:
-        for step in (check_kernels, check_fully_shard, check_sparsifier, check_refusals, check_agreement):
+        for step in (check_kernels, check_fully_shard, check_sparsifier, check_refusals, check_agreement,
+                     check_wide_counts):
             step(checks, mesh)
         traffic = measure_traffic(checks, mesh)
     except Exception:

@@ -60,18 +60,25 @@ def test_refused_placements_and_the_cross_rank_check(ranks):
 
 
 @pytest.mark.slow
+def test_counts_over_ranks_past_2_31_do_not_wrap(ranks):
+    """Histograms and tie counts summed over the ranks are int64 (stand-ins: see check_wide_counts)."""
+    for rank in ranks:
+        assert rank["failures"] == [] and rank["counts"]["wide_counts"] == 3
+
+
+@pytest.mark.slow
 def test_bytes_communicated(ranks):
     traffic = ranks[0]["traffic"]
     assert traffic == ranks[1]["traffic"]
-    histograms = (2048 + 1024 + 1024) * 4 + 4  # three radix passes, int32 counts, the flag on the first
-    # row shards, no block cut: the histograms and one tie count per rank
-    assert traffic["(64, 64)/(1, 4)/Shard(0)"] == {"calls": 4, "bytes": histograms + 2 * 4, "param_bytes": 64 * 64 * 4}
+    histograms = (2048 + 1024 + 1024) * 8 + 8  # three radix passes, int64 counts, the flag on the first
+    # row shards, no block cut: the histograms and one tie count (int64) per rank
+    assert traffic["(64, 64)/(1, 4)/Shard(0)"] == {"calls": 4, "bytes": histograms + 2 * 8, "param_bytes": 64 * 64 * 4}
     # column shards: one tie count per block row (16) per rank
-    assert traffic["(64, 64)/(4, 4)/Shard(1)"]["bytes"] == histograms + 2 * 16 * 4
+    assert traffic["(64, 64)/(4, 4)/Shard(1)"]["bytes"] == histograms + 2 * 16 * 8
     # 63 rows split 32 + 31: the boundary falls between (4, 4) blocks, so no halo is exchanged
-    assert traffic["(63, 64)/(4, 4)/Shard(0)"]["bytes"] == histograms + 2 * 4
+    assert traffic["(63, 64)/(4, 4)/Shard(0)"]["bytes"] == histograms + 2 * 8
     # 62 rows split 31 + 31 cut a block row: one all-gather of each rank's first and last 3 rows
-    assert traffic["(62, 64)/(4, 4)/Shard(0)"] == {"calls": 5, "bytes": histograms + 2 * 4 + 2 * 6 * 64 * 4,
+    assert traffic["(62, 64)/(4, 4)/Shard(0)"] == {"calls": 5, "bytes": histograms + 2 * 8 + 2 * 6 * 64 * 4,
                                                    "param_bytes": 62 * 64 * 4}
 
 
