@@ -15,6 +15,7 @@ import torch
 from blocksparsity.kernels._common import DIGITS, HIGH_BINS, block_grid, nonfinite
 from blocksparsity.kernels._torch import _config, _policy
 from blocksparsity.kernels._torch._blocks import (
+    Chunk,
     abs_by_position,
     blocked,
     chunks,
@@ -137,6 +138,31 @@ def _chunk_sums(x_chunk: torch.Tensor, chunk_f32: torch.Tensor | None, scratch: 
     return scratch.block_sums(blocked(magnitudes, n_block_rows, n_block_cols, block_rows, block_cols, 0.0), policy), None
 
 
+def _chunk_means(sums: torch.Tensor, chunk: Chunk, block_shape: tuple[int, int], shape: tuple[int, int],
+                 full: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Step 2 of a chunk: its scores, ``sums / (elements of each block inside the tensor)``,
+    correctly rounded (IEEE division), written into the chunk's part of ``scores`` (float32,
+    the block grid) and returned as that (n_block_rows, n_block_cols) view. ``full``: the
+    0-dim block size, the divisor of every block when the chunk has no partial block;
+    ``shape``: the tensor's (H, W)."""
+    (block_rows, block_cols), (n_rows, n_cols) = block_shape, shape
+    n_block_rows, n_block_cols = chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start
+    count = full
+    if (chunk.row_end * block_rows > n_rows) or (chunk.col_end * block_cols > n_cols):  # partial edge blocks
+        count = (counts_inside(n_block_rows, block_rows, n_rows, chunk.row_start, sums.device)[:, None]
+                 * counts_inside(n_block_cols, block_cols, n_cols, chunk.col_start, sums.device))
+    out = scores[chunk.row_start : chunk.row_end, chunk.col_start : chunk.col_end]
+    torch.div(sums, count, out=out)
+    return out
+
+
+def _count_high_digits(histogram: torch.Tensor, chunk_scores: torch.Tensor, policy: Policy) -> None:
+    """Step 4 of a chunk (optional): the first radix pass of the selection, counted while the
+    scores are in cache: ``histogram[bits >> 16] += 1`` for the int32 bits of each score of
+    ``chunk_scores`` (float32 >= 0; ``histogram``: int64 (``HIGH_BINS``,), bits 16..30)."""
+    count_into(histogram, chunk_scores.view(torch.int32) >> DIGITS[0][0], policy)
+
+
 def block_scores(
     x: torch.Tensor,
     block_shape: tuple[int, int],
@@ -149,10 +175,13 @@ def block_scores(
     non-finite flag (0-dim bool), and the high-digit histogram (or None). ``x``: 2-D H x W
     float16/bfloat16/float32, any strides.
 
-    While each chunk is in cache it can also count the histogram (int64, ``HIGH_BINS``) of
-    the scores' high bits (the first radix-selection pass, ``_common.DIGITS[0]``), and write
-    into ``in_block_keep = (mask, zeros_per_block)`` which elements a pruned block would keep
-    (all but its ``zeros_per_block`` smallest |x|; ``mask``: bool H x W).
+    One pass over the data, chunk by chunk, each chunk in named steps while it is in cache:
+    1. block sums (``_chunk_sums``); 2. scores, the sums over the counts inside
+    (``_chunk_means``); 3. the non-finite flag (``nonfinite_chunk``); where asked,
+    4. the histogram (int64, ``HIGH_BINS``) of the scores' high bits, the first
+    radix-selection pass (``_count_high_digits``), and 5. into ``in_block_keep = (mask,
+    zeros_per_block)``, which elements a pruned block would keep, all but its
+    ``zeros_per_block`` smallest |x| (``ranks.write_in_block_keep``; ``mask``: bool H x W).
     """
     n_rows, n_cols = x.shape
     block_rows, block_cols = block_shape
@@ -165,21 +194,14 @@ def block_scores(
     by_position = in_block_keep is not None and block_rows * block_cols <= _config.PAIRWISE_RANK_MAX
     scratch = _Scratch(x.device)
     for chunk in chunks(n_rows, n_cols, block_rows, block_cols):
-        row_start, row_end, col_start, col_end = chunk
         x_chunk = elements(x, chunk, block_rows, block_cols)
-        n_block_rows, n_block_cols = row_end - row_start, col_end - col_start
         chunk_f32 = x_chunk.float() if in_block_keep is not None else None
-        sums, laid_out = _chunk_sums(x_chunk, chunk_f32, scratch, norm, (n_block_rows, n_block_cols, block_rows, block_cols),
-                                     policy, by_position)
+        grid = (chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start, block_rows, block_cols)
+        sums, laid_out = _chunk_sums(x_chunk, chunk_f32, scratch, norm, grid, policy, by_position)
+        chunk_scores = _chunk_means(sums, chunk, block_shape, (n_rows, n_cols), full, scores)
         nonfinite_flag |= nonfinite_chunk(x_chunk, sums, policy)
-        count = full
-        if x_chunk.shape[0] < n_block_rows * block_rows or x_chunk.shape[1] < n_block_cols * block_cols:
-            count = (counts_inside(n_block_rows, block_rows, n_rows, row_start, x.device)[:, None]
-                     * counts_inside(n_block_cols, block_cols, n_cols, col_start, x.device))
-        out = scores[row_start:row_end, col_start:col_end]
-        torch.div(sums, count, out=out)
         if histogram is not None:
-            count_into(histogram, out.view(torch.int32) >> DIGITS[0][0], policy)
+            _count_high_digits(histogram, chunk_scores, policy)
         if in_block_keep is not None:
             write_in_block_keep(in_block_keep, chunk_f32, chunk, block_shape, laid_out)
     return scores, nonfinite_flag, histogram
