@@ -10,7 +10,7 @@ from __future__ import annotations
 # memory grows past the size of the outputs.
 CHUNK_ELEMENTS = 1 << 18
 # Largest block (elements) whose in-block ranks are counted by comparing every pair of
-# positions: bh*bw*(bh*bw-1)/2 whole-chunk compares, cheap for small blocks. Above it, one
+# positions: block_size * (block_size - 1) / 2 whole-chunk compares, cheap for small blocks. Above it, one
 # stable sort per chunk (``ranks.sorted_ranks``), whose fixed cost is higher but which does
 # not grow with the square of the block size.
 PAIRWISE_RANK_MAX = 16

@@ -82,7 +82,7 @@ class _Scratch:
     """Chunk-sized reused buffers: float32 buffers allocated once per call and reused by every
     chunk (so they stay in cache and the allocator is not asked again per chunk): ``values``,
     the chunk's |x| or x*x, and ``sums``, its block sums. What they hold equals the plain
-    ``x_chunk.float().abs()`` (or ``x_chunk.float() ** 2``) and ``block_sums(...)``; only
+    ``x_chunk.float().abs()`` (L1, or ``x_chunk.float() * x_chunk.float()``, L2) and ``block_sums(...)``; only
     the memory is reused. A buffer's contents are valid until the next chunk."""
 
     def __init__(self, device: torch.device):
