@@ -1,4 +1,4 @@
-"""The reference: a plain, block-by-block statement of the semantics (README, "Semantics"), for
+"""The reference: a plain, block-by-block statement of the semantics (``docs/kernels.md``, "Semantics"), for
 tests of both backends. Small inputs only: Python loops, scores in float64, explicit
 sorts; it shares no code with the backends.
 

@@ -1,20 +1,35 @@
-"""The only tuning numbers of the torch backend (none of them changes a result)."""
+"""The only tuning numbers of the torch backend. None of them changes a result (every path
+they choose between gives the same bits); each trades one cost against another, as said
+beside it. Tests lower some of them to run every path on small inputs."""
 
 from __future__ import annotations
 
-# Work is done in chunks of whole blocks of about this many elements, so temporaries stay
-# cache-sized and peak memory stays near the size of the outputs.
+# Elements per chunk: the work is done in chunks of whole blocks of about this many elements
+# (1 MiB of float32). Smaller: more Python steps and kernel launches per call. Larger: the
+# chunk's temporaries (|x|, block sums, in-block ranks) fall out of the CPU cache, and peak
+# memory grows past the size of the outputs.
 CHUNK_ELEMENTS = 1 << 18
-# In-block ranks are counted pairwise up to this block size, by a stable sort above it.
+# Largest block (elements) whose in-block ranks are counted by comparing every pair of
+# positions: block_size * (block_size - 1) / 2 whole-chunk compares, cheap for small blocks. Above it, one
+# stable sort per chunk (``ranks.sorted_ranks``), whose fixed cost is higher but which does
+# not grow with the square of the block size.
 PAIRWISE_RANK_MAX = 16
-# Blocks of more elements than this are summed by numpy's sequential accumulate (CPU), not
-# one in-block position at a time (a Python loop as long as the block).
+# Smallest block (elements) summed by numpy's sequential ``add.accumulate`` (CPU, float32,
+# ``block_norm.blocked_sums``) rather than one in-block position at a time: the latter is a
+# Python step per position, which costs more than the permuted copy that numpy needs once
+# the block is this large.
 SEQUENTIAL_SUM_MIN = 64
-# From this many blocks on, the first 16-bit radix pass is counted while scoring; below,
-# the compact digits' small histograms (a 2**15-bin one costs more than scoring a small tensor).
+# Fewest blocks for which the first radix pass (a 2**15-bin histogram of the scores' high
+# bits, ``_common.DIGITS``) is counted while scoring, each chunk's scores still in cache.
+# Below it, selection uses the compact 11/10/10-bit digits after scoring: zeroing and
+# scanning a 2**15-bin histogram costs more than scoring a small tensor.
 FUSED_SELECTION_MIN_BLOCKS = 1 << 18
-# Up to this many scores, torch.kthvalue on the score bits beats the radix passes (about 25 us
-# against 260 us at 2048 scores on one CPU thread; even at 8192, slower from about 32768).
+# Most scores for which ``torch.kthvalue`` on the score bits finds the threshold instead of
+# the radix passes: its cost grows faster with the count, the passes' fixed cost is higher
+# (about 25 us against 260 us at 2048 scores on one CPU thread; still faster at 8192,
+# slower from about 32768).
 KTHVALUE_MAX_BLOCKS = 1 << 14
-# A radix pass gathers the scores with the current prefix by groups of this many (CPU).
+# Radix pass with host reads (CPU): scores are tested for the current prefix in groups of
+# this many, and only groups holding a match are gathered (``select.with_prefix``). Larger
+# groups: fewer group flags to scan, but more non-matching scores gathered with each match.
 MATCH_GROUP = 16

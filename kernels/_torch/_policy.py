@@ -10,6 +10,11 @@ a host sync, so there the backend stays sync-free. Results are the same either w
 The policy is chosen once per backend call, from ``x``'s device (``for_device``), and
 passed down explicitly. ``forced`` overrides that choice inside a ``with`` block: tests
 run the sync-free code on the CPU with ``forced(SYNC_FREE)``.
+
+Why a ``ContextVar`` and not a module global: the override is seen only by the thread (or
+asyncio task) that set it, ``with`` blocks nest, and leaving one restores exactly the value
+before it (``reset(token)``), even on an exception. Without an override,
+``for_device(device)`` is just ``HOST_READS if device.type == "cpu" else SYNC_FREE``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import torch
 
 @dataclass(frozen=True)
 class Policy:
-    """``host_reads``: values may be read on the host (and the data is in host memory)."""
+    """How one backend call may use the host. ``host_reads``: values may be read on the host
+    (``bool(t)``, ``nonzero``, ``bincount``, numpy views), and the data is in host memory."""
 
     host_reads: bool
 
@@ -32,11 +38,13 @@ class Policy:
 HOST_READS = Policy(host_reads=True)  # the CPU's
 SYNC_FREE = Policy(host_reads=False)  # every other device's
 
+# The policy ``forced`` set in this thread or task, or None: then the device decides.
 _forced: ContextVar[Policy | None] = ContextVar("kernels_torch_policy", default=None)
 
 
 def for_device(device: torch.device) -> Policy:
-    """The policy for data on ``device`` (or the one ``forced`` set)."""
+    """The policy for data on ``device``: ``HOST_READS`` on the CPU, else ``SYNC_FREE``;
+    inside a ``forced(policy)`` block, that ``policy`` whatever the device."""
     forced_policy = _forced.get()
     if forced_policy is not None:
         return forced_policy

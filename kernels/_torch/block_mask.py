@@ -16,23 +16,32 @@ from blocksparsity.kernels._torch.ranks import write_in_block_keep
 from blocksparsity.kernels._torch.select import PrunedBlocks
 
 
-def _spread_blocks(out: torch.Tensor, blocks: PrunedBlocks, chunk: Chunk, bh: int, bw: int, combine: bool) -> None:
-    """Write (or OR, with ``combine``) the kept blocks of ``chunk`` over the elements of ``out``."""
-    r0, r1, c0, c1 = chunk
-    nr, nc = r1 - r0, c1 - c0
-    words = block_words(out, nr, nc, bh, bw)
+def _spread_blocks(mask_chunk: torch.Tensor, blocks: PrunedBlocks, chunk: Chunk, block_rows: int, block_cols: int,
+                   combine: bool) -> None:
+    """Write ``blocks.kept(chunk)`` over the elements of ``mask_chunk`` (bool, the chunk's view
+    of the mask): ``mask_chunk = broadcast(kept)``, or with ``combine``
+    ``mask_chunk |= broadcast(kept)`` (a kept block keeps every element; a pruned one keeps
+    the in-block keep map already written there).
+
+    Words written for whole blocks: where ``block_words`` can view the mask as one integer
+    word per (1, block_cols) block, ``kept`` hands out words with every byte 0 or 1 and each
+    block is written (or OR-ed) by one integer op; int32 words are written in place. Else the
+    mask is viewed as (n_block_rows, block_rows, n_block_cols, block_cols) and the block map
+    broadcast over it, or, for partial edge blocks, spread and cropped."""
+    n_block_rows, n_block_cols = chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start
+    words = block_words(mask_chunk, n_block_rows, n_block_cols, block_rows, block_cols)
     if words is not None and not combine and words.dtype == torch.int32:
-        spread = blocks.kept(r0, r1, c0, c1, words.dtype, out=words)  # written in place, mostly
+        spread = blocks.kept(chunk, words.dtype, out=words)  # written in place, mostly
         if spread is not words:
             words.copy_(spread)
         return
     if words is not None:
-        spread = blocks.kept(r0, r1, c0, c1, words.dtype)
-    elif out.shape == (nr * bh, nc * bw) and out.stride(-1) == 1:
-        words = out.unflatten(1, (nc, bw)).unflatten(0, (nr, bh))
-        spread = blocks.kept(r0, r1, c0, c1)[:, None, :, None]
+        spread = blocks.kept(chunk, words.dtype)
+    elif mask_chunk.shape == (n_block_rows * block_rows, n_block_cols * block_cols) and mask_chunk.stride(-1) == 1:
+        words = mask_chunk.unflatten(1, (n_block_cols, block_cols)).unflatten(0, (n_block_rows, block_rows))
+        spread = blocks.kept(chunk)[:, None, :, None]
     else:
-        words, spread = out, broadcast_blocks(blocks.kept(r0, r1, c0, c1), bh, bw, out)
+        words, spread = mask_chunk, broadcast_blocks(blocks.kept(chunk), block_rows, block_cols, mask_chunk)
     words.bitwise_or_(spread) if combine else words.copy_(spread)
 
 
@@ -43,24 +52,30 @@ def keep_mask(
     zeros_per_block: int,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The element keep-mask (True = keep), chunk by chunk from the pruned blocks.
+    """The element keep-mask (True = keep), bool H x W like ``x`` (2-D; only its shape and
+    device are used), chunk by chunk from the pruned blocks: an element is kept when its block
+    is kept or, inside a pruned block, when the in-block keep map says so.
 
-    With ``0 < zeros_per_block < bh*bw``, ``mask`` must already hold the keep-if-pruned
-    map written by ``block_scores``; kept blocks are then switched back on.
+    With ``0 < zeros_per_block < block_rows*block_cols``, ``mask`` (bool H x W, contiguous
+    rows) must already hold the keep-if-pruned map (written by ``block_scores`` or
+    ``write_in_block_keep``), which the kept blocks are OR-ed over; else it is overwritten
+    (or allocated, when None). Returns ``mask``.
     """
-    h, w = x.shape
-    bh, bw = block_shape
-    partial = 0 < zeros_per_block < bh * bw
+    n_rows, n_cols = x.shape
+    block_rows, block_cols = block_shape
+    partial = 0 < zeros_per_block < block_rows * block_cols
     if mask is None:
-        mask = torch.empty(h, w, dtype=torch.bool, device=x.device)
+        mask = torch.empty(n_rows, n_cols, dtype=torch.bool, device=x.device)
     if zeros_per_block == 0:
         return mask.fill_(True)
-    # Blocks as words of the mask: the ties that stay kept are switched on after the
-    # rest, by index (no running tie count).
-    words = block_words(mask, *blocks.scores.shape, bh, bw)
+    # Blocks as words of the mask: the ties that stay kept are switched on after the rest, by
+    # index (``PrunedBlocks.defer_kept_ties``: no running tie count). Each index is one block,
+    # one word: filling it with 0x0101...01 sets all of the block's bools.
+    words = block_words(mask, *blocks.scores.shape, block_rows, block_cols)
     kept_ties = blocks.defer_kept_ties() if words is not None else None
-    for r0, r1, c0, c1 in chunks(h, w, bh, bw):
-        _spread_blocks(elements(mask, r0, r1, c0, c1, bh, bw), blocks, (r0, r1, c0, c1), bh, bw, combine=partial)
+    for chunk in chunks(n_rows, n_cols, block_rows, block_cols):
+        _spread_blocks(elements(mask, chunk, block_rows, block_cols), blocks, chunk, block_rows, block_cols,
+                       combine=partial)
     if kept_ties is not None:
         words.view(-1).index_fill_(0, kept_ties, int.from_bytes(b"\x01" * words.dtype.itemsize, "little"))
     return mask
@@ -70,18 +85,22 @@ def block_mask(
     x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str,
     *, policy: Policy | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bool keep-mask of ``x`` with its ``k`` lowest-scoring blocks pruned, and the non-finite flag."""
+    """Bool keep-mask of ``x``'s shape pruning its ``k`` lowest-scoring blocks (ties: lowest
+    flat block index first; ``zeros_per_block`` smallest |x| of each pruned block zeroed), and
+    the non-finite flag (0-dim bool). ``x``: 2-D H x W float16/bfloat16/float32, any strides;
+    ``norm``: ``"L1"`` or ``"L2"``. The mask is contiguous."""
     policy = policy or _policy.for_device(x.device)
-    bh, bw = block_shape
+    block_rows, block_cols = block_shape
     # Many blocks: count the first 16-bit radix pass while scoring. Few: the compact digits'
-    # small histograms (a 2**15-bin one costs more than scoring a small tensor).
-    n = n_blocks(x.shape, block_shape)
-    fused = 0 < k < n and n >= _config.FUSED_SELECTION_MIN_BLOCKS
+    # small histograms (``_config.FUSED_SELECTION_MIN_BLOCKS``).
+    blocks_total = n_blocks(x.shape, block_shape)
+    fused = 0 < k < blocks_total and blocks_total >= _config.FUSED_SELECTION_MIN_BLOCKS
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-    in_block = (mask, zeros_per_block) if 0 < zeros_per_block < bh * bw else None
-    scores, bad, hist = block_scores(x, block_shape, norm, policy, high_histogram=fused, in_block_keep=in_block)
-    blocks = PrunedBlocks.select(scores, k, policy, hist)
-    return keep_mask(x, blocks, block_shape, zeros_per_block, mask), bad
+    in_block = (mask, zeros_per_block) if 0 < zeros_per_block < block_rows * block_cols else None
+    scores, nonfinite_flag, high_histogram = block_scores(x, block_shape, norm, policy, high_histogram=fused,
+                                                          in_block_keep=in_block)
+    blocks = PrunedBlocks.select(scores, k, policy, high_histogram)
+    return keep_mask(x, blocks, block_shape, zeros_per_block, mask), nonfinite_flag
 
 
 def block_mask_given(
@@ -95,16 +114,18 @@ def block_mask_given(
     *,
     policy: Policy | None = None,
 ) -> torch.Tensor:
-    """Bool keep-mask of ``x`` given its block ``scores`` and a ``threshold`` selected
-    elsewhere (``Threshold(0, 0)`` prunes nothing, ``Threshold(PRUNE_ALL_BITS, 0)`` every
-    block); ``row_ties`` as ``PrunedBlocks``. ``norm`` is unused: the scores are given."""
+    """Bool keep-mask of ``x`` (2-D H x W float16/bfloat16/float32, any strides) given its
+    block ``scores`` (float32, the block grid's shape) and a ``threshold`` selected elsewhere
+    (``Threshold(0, 0)`` prunes nothing, ``Threshold(PRUNE_ALL_BITS, 0)`` every block);
+    ``row_ties`` (int64, (n_block_rows,), or None) as in ``PrunedBlocks``. ``norm`` is unused:
+    the scores are given. Returns a contiguous bool H x W mask."""
     policy = policy or _policy.for_device(x.device)
-    bh, bw = block_shape
+    block_rows, block_cols = block_shape
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-    if 0 < zeros_per_block < bh * bw:
-        for r0, r1, c0, c1 in chunks(x.shape[0], x.shape[1], bh, bw):
-            xf = elements(x, r0, r1, c0, c1, bh, bw).float()
-            write_in_block_keep((mask, zeros_per_block), xf, (r0, r1, c0, c1), block_shape)
+    if 0 < zeros_per_block < block_rows * block_cols:
+        for chunk in chunks(x.shape[0], x.shape[1], block_rows, block_cols):
+            chunk_f32 = elements(x, chunk, block_rows, block_cols).float()
+            write_in_block_keep((mask, zeros_per_block), chunk_f32, chunk, block_shape)
     blocks = PrunedBlocks(scores, 1, threshold, policy, row_ties)  # k only matters without a threshold
     return keep_mask(x, blocks, block_shape, zeros_per_block, mask)
 
@@ -113,10 +134,11 @@ def sparsify(
     x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str, out: torch.Tensor,
     *, policy: Policy | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``block_mask``, then ``out = x * mask`` unless the data was bad (``out`` may be ``x``).
-    Reads the flag on the host once, before writing (the one sync)."""
-    mask, bad = block_mask(x, k, block_shape, zeros_per_block, norm, policy=policy)
-    bad = bad.cpu()  # the one sync: nothing may be written when the data is bad
-    if not bad:
+    """``block_mask``, then ``out = x * mask`` (``out``: like ``x``, may be ``x``: in place)
+    unless the data was bad; returns the mask and the flag. Reads the flag on the host once,
+    before writing (the one sync): nothing is written over bad data."""
+    mask, nonfinite_flag = block_mask(x, k, block_shape, zeros_per_block, norm, policy=policy)
+    nonfinite_flag = nonfinite_flag.cpu()
+    if not nonfinite_flag:
         multiply(x, mask, out)
-    return mask, bad
+    return mask, nonfinite_flag

@@ -14,7 +14,15 @@ import torch
 
 from blocksparsity.kernels._common import DIGITS, HIGH_BINS, block_grid, nonfinite
 from blocksparsity.kernels._torch import _config, _policy
-from blocksparsity.kernels._torch._blocks import blocked, chunks, counts_inside, elements, lanes, positions
+from blocksparsity.kernels._torch._blocks import (
+    Chunk,
+    abs_by_position,
+    blocked,
+    chunks,
+    counts_inside,
+    elements,
+    positions,
+)
 from blocksparsity.kernels._torch._policy import Policy
 from blocksparsity.kernels._torch.ranks import write_in_block_keep
 from blocksparsity.kernels._torch.select import count_into
@@ -26,9 +34,10 @@ except ImportError:  # pragma: no cover - numpy comes with every torch install w
 
 
 def block_sums(by_position: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Sum blocks given their elements by in-block position (row-major), each (nr, nc), one
-    position at a time in that order: the order ``avg_pool2d`` (the reference) and the
-    Triton kernels use, so all three agree to the bit."""
+    """Block sums given the blocks' elements by in-block position (row-major), each an
+    (n_block_rows, n_block_cols) float32 tensor: ``((p0 + p1) + p2) + ...``, one position at a
+    time in that order, the order ``avg_pool2d`` (the reference) and the Triton kernels use,
+    so all three agree to the bit. A new contiguous float32 tensor."""
     if len(by_position) == 1:
         return by_position[0].contiguous()
     total = by_position[0] + by_position[1]
@@ -37,80 +46,121 @@ def block_sums(by_position: Sequence[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def blocked_sums(v: torch.Tensor, policy: Policy) -> torch.Tensor:
-    """``block_sums`` of a blocked chunk ``v`` (nr, bh, nc, bw), the same bits.
+def blocked_sums(blocks: torch.Tensor, policy: Policy) -> torch.Tensor:
+    """``block_sums(positions(blocks))`` of a blocked chunk ``blocks`` (n_block_rows,
+    block_rows, n_block_cols, block_cols), float32 (n_block_rows, n_block_cols): the same bits.
 
-    Large blocks in host memory: each block's elements laid out as one row, row-major, and
-    summed by ``numpy.add.accumulate``, which adds one element at a time, in order, in
-    float32 (torch's CPU cumsum accumulates in float64, and sums reduce pairwise), so
-    the cost is the data's, not a Python step per in-block position."""
-    nr, bh, nc, bw = v.shape
-    if bh * bw <= _config.SEQUENTIAL_SUM_MIN or np is None or not policy.host_reads or v.dtype != torch.float32:
-        return block_sums(positions(v))
-    rows = v.permute(0, 2, 1, 3).reshape(nr * nc, bh * bw).contiguous()  # v is a temporary: overwrite it
-    a = rows.numpy()
-    np.add.accumulate(a, axis=1, out=a)
-    return rows[:, -1].reshape(nr, nc).contiguous()
+    Large blocks (over ``SEQUENTIAL_SUM_MIN`` elements) of float32 in host memory: each
+    block's elements laid out as one row, row-major, and summed by ``numpy.add.accumulate``,
+    which adds one element at a time, in order, in float32 (torch's CPU cumsum accumulates in
+    float64, and its sums reduce pairwise: other bits), so the cost is the data's, not a
+    Python step per in-block position. ``blocks`` may be overwritten (it is a temporary)."""
+    n_block_rows, block_rows, n_block_cols, block_cols = blocks.shape
+    block_size = block_rows * block_cols
+    if block_size <= _config.SEQUENTIAL_SUM_MIN or np is None or not policy.host_reads or blocks.dtype != torch.float32:
+        return block_sums(positions(blocks))
+    rows = blocks.permute(0, 2, 1, 3).reshape(n_block_rows * n_block_cols, block_size).contiguous()
+    as_numpy = rows.numpy()
+    np.add.accumulate(as_numpy, axis=1, out=as_numpy)  # in place: the last column is each block's sum
+    return rows[:, -1].reshape(n_block_rows, n_block_cols).contiguous()
 
 
-def nonfinite_chunk(xc: torch.Tensor, sums: torch.Tensor, policy: Policy) -> torch.Tensor:
-    """``nonfinite(xc)``, given the block sums of its |x| or x*x. A NaN or inf in the data
-    makes its block's sum one, so finite sums (a reduction 1/(bh*bw) the size of the data)
-    settle it; a sum can also overflow with finite data, which the data itself then
-    decides. Reading the first answer needs ``policy.host_reads``; else the data is checked."""
+def nonfinite_chunk(x_chunk: torch.Tensor, sums: torch.Tensor, policy: Policy) -> torch.Tensor:
+    """``nonfinite(x_chunk)`` (0-dim bool), given the block sums (float32) of its |x| or x*x.
+
+    Shortcut: a NaN or inf in the data makes its block's sum NaN or inf, so
+    ``isfinite(sums.amax())`` (a reduction 1/(block size) the size of the data) proves the
+    chunk finite; a sum can also overflow with finite data, so a non-finite sum leaves it to
+    the data itself. Reading the shortcut's answer needs ``policy.host_reads``; without it the
+    data is always checked (``nonfinite(x_chunk)``, the plain expression)."""
     if policy.host_reads and bool(torch.isfinite(sums.amax())):
-        return torch.zeros((), dtype=torch.bool, device=xc.device)
-    return nonfinite(xc)
+        return torch.zeros((), dtype=torch.bool, device=x_chunk.device)
+    return nonfinite(x_chunk)
 
 
 class _Scratch:
-    """Chunk-sized float32 buffers, allocated once per call and reused by every chunk (so
-    they stay in cache): the chunk's |x| or x*x, and its block sums."""
+    """Chunk-sized reused buffers: float32 buffers allocated once per call and reused by every
+    chunk (so they stay in cache and the allocator is not asked again per chunk): ``values``,
+    the chunk's |x| or x*x, and ``sums``, its block sums. What they hold equals the plain
+    ``x_chunk.float().abs()`` (L1, or ``x_chunk.float() * x_chunk.float()``, L2) and ``block_sums(...)``; only
+    the memory is reused. A buffer's contents are valid until the next chunk."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.buffers: dict[str, torch.Tensor] = {}
 
-    def take(self, name: str, n: int) -> torch.Tensor:
-        """The first ``n`` elements of buffer ``name``, grown where it is too small."""
-        buf = self.buffers.get(name)
-        if buf is None or buf.numel() < n:
-            buf = self.buffers[name] = torch.empty(n, dtype=torch.float32, device=self.device)
-        return buf[:n]
+    def take(self, name: str, n_elements: int) -> torch.Tensor:
+        """The first ``n_elements`` of float32 buffer ``name`` (1-D), grown where too small."""
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < n_elements:
+            buffer = self.buffers[name] = torch.empty(n_elements, dtype=torch.float32, device=self.device)
+        return buffer[:n_elements]
 
-    def magnitudes(self, xc: torch.Tensor, norm: str) -> torch.Tensor:
-        """|x| or x*x of the chunk ``xc`` in float32 (the exact cast, then the op), in the buffer."""
-        out = self.take("values", xc.numel()).view(xc.shape)
-        if xc.dtype == torch.float32:
-            return torch.abs(xc, out=out) if norm == "L1" else torch.mul(xc, xc, out=out)
-        out.copy_(xc)
+    def magnitudes(self, x_chunk: torch.Tensor, norm: str) -> torch.Tensor:
+        """|x| (L1) or x*x (L2) of the chunk ``x_chunk`` (2-D, any float dtype and strides) in
+        float32 (the exact cast, then the op), in the ``values`` buffer, of x_chunk's shape."""
+        out = self.take("values", x_chunk.numel()).view(x_chunk.shape)
+        if x_chunk.dtype == torch.float32:
+            return torch.abs(x_chunk, out=out) if norm == "L1" else torch.mul(x_chunk, x_chunk, out=out)
+        out.copy_(x_chunk)
         return out.abs_() if norm == "L1" else out.mul_(out)
 
-    def block_sums(self, v: torch.Tensor, policy: Policy) -> torch.Tensor:
-        """``blocked_sums`` of the blocked chunk ``v``, small (1, bw) blocks into the buffer."""
-        nr, bh, nc, bw = v.shape
-        if bh * bw == 1 or bh * bw > _config.SEQUENTIAL_SUM_MIN:
-            return blocked_sums(v, policy)
-        total = self.take("sums", nr * nc).view(nr, nc)
-        parts = positions(v)
+    def block_sums(self, blocks: torch.Tensor, policy: Policy) -> torch.Tensor:
+        """``blocked_sums`` of the blocked chunk ``blocks``; small blocks (2 to
+        ``SEQUENTIAL_SUM_MIN`` elements) summed into the ``sums`` buffer."""
+        n_block_rows, block_rows, n_block_cols, block_cols = blocks.shape
+        if block_rows * block_cols == 1 or block_rows * block_cols > _config.SEQUENTIAL_SUM_MIN:
+            return blocked_sums(blocks, policy)
+        total = self.take("sums", n_block_rows * n_block_cols).view(n_block_rows, n_block_cols)
+        parts = positions(blocks)
         torch.add(parts[0], parts[1], out=total)
         for part in parts[2:]:
             total.add_(part)
         return total
 
 
-def _chunk_sums(xc: torch.Tensor, xf: torch.Tensor | None, scratch: _Scratch, norm: str, grid: tuple[int, int, int, int],
-                policy: Policy, by_position: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A chunk's block sums, and its ``lanes`` (|x| by in-block position) where asked.
-    ``xf``: the chunk in float32, where already made."""
-    nr, nc, bh, bw = grid
+def _chunk_sums(x_chunk: torch.Tensor, chunk_f32: torch.Tensor | None, scratch: _Scratch, norm: str,
+                grid: tuple[int, int, int, int], policy: Policy, by_position: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A chunk's block sums of |x| or x*x (float32 (n_block_rows, n_block_cols)), and, where
+    ``by_position``, its |x| by position (``abs_by_position``, zero-padded), which the in-block
+    ranks reuse. ``x_chunk``: the chunk's elements (2-D, clipped); ``chunk_f32``: the same in
+    float32, where already made; ``grid``: (n_block_rows, n_block_cols, block_rows, block_cols)."""
+    n_block_rows, n_block_cols, block_rows, block_cols = grid
     if by_position:
-        laid_out = lanes(blocked(xc.float() if xf is None else xf, nr, nc, bh, bw, 0.0))
+        laid_out = abs_by_position(blocked(x_chunk.float() if chunk_f32 is None else chunk_f32,
+                                           n_block_rows, n_block_cols, block_rows, block_cols, 0.0))
         return block_sums((laid_out if norm == "L1" else laid_out * laid_out).unbind(0)), laid_out
-    if xc.shape != (nr * bh, nc * bw):  # partial edge blocks: padded copies
-        xf = xc.float() if xf is None else xf
-        return blocked_sums(blocked(xf.abs() if norm == "L1" else xf * xf, nr, nc, bh, bw, 0.0), policy), None
-    return scratch.block_sums(blocked(scratch.magnitudes(xc, norm), nr, nc, bh, bw, 0.0), policy), None
+    if x_chunk.shape != (n_block_rows * block_rows, n_block_cols * block_cols):  # partial edge blocks: padded copies
+        chunk_f32 = x_chunk.float() if chunk_f32 is None else chunk_f32
+        magnitudes = chunk_f32.abs() if norm == "L1" else chunk_f32 * chunk_f32
+        return blocked_sums(blocked(magnitudes, n_block_rows, n_block_cols, block_rows, block_cols, 0.0), policy), None
+    magnitudes = scratch.magnitudes(x_chunk, norm)
+    return scratch.block_sums(blocked(magnitudes, n_block_rows, n_block_cols, block_rows, block_cols, 0.0), policy), None
+
+
+def _chunk_means(sums: torch.Tensor, chunk: Chunk, block_shape: tuple[int, int], shape: tuple[int, int],
+                 full: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Step 2 of a chunk: its scores, ``sums / (elements of each block inside the tensor)``,
+    correctly rounded (IEEE division), written into the chunk's part of ``scores`` (float32,
+    the block grid) and returned as that (n_block_rows, n_block_cols) view. ``full``: the
+    0-dim block size, the divisor of every block when the chunk has no partial block;
+    ``shape``: the tensor's (H, W)."""
+    (block_rows, block_cols), (n_rows, n_cols) = block_shape, shape
+    n_block_rows, n_block_cols = chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start
+    count = full
+    if (chunk.row_end * block_rows > n_rows) or (chunk.col_end * block_cols > n_cols):  # partial edge blocks
+        count = (counts_inside(n_block_rows, block_rows, n_rows, chunk.row_start, sums.device)[:, None]
+                 * counts_inside(n_block_cols, block_cols, n_cols, chunk.col_start, sums.device))
+    out = scores[chunk.row_start : chunk.row_end, chunk.col_start : chunk.col_end]
+    torch.div(sums, count, out=out)
+    return out
+
+
+def _count_high_digits(histogram: torch.Tensor, chunk_scores: torch.Tensor, policy: Policy) -> None:
+    """Step 4 of a chunk (optional): the first radix pass of the selection, counted while the
+    scores are in cache: ``histogram[bits >> 16] += 1`` for the int32 bits of each score of
+    ``chunk_scores`` (float32 >= 0; ``histogram``: int64 (``HIGH_BINS``,), bits 16..30)."""
+    count_into(histogram, chunk_scores.view(torch.int32) >> DIGITS[0][0], policy)
 
 
 def block_scores(
@@ -121,43 +171,46 @@ def block_scores(
     high_histogram: bool = False,
     in_block_keep: tuple[torch.Tensor, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Mean of |x| or x*x per block (float32, the block grid's shape) and the non-finite flag.
+    """Mean of |x| or x*x per block (float32, the block grid's shape, contiguous), the
+    non-finite flag (0-dim bool), and the high-digit histogram (or None). ``x``: 2-D H x W
+    float16/bfloat16/float32, any strides.
 
-    While each chunk is in cache it can also count the histogram of the scores' high 16
-    bits (the first radix-selection pass), and write into ``in_block_keep = (mask, z)``
-    which elements a pruned block would keep (all but its ``z`` smallest |x|).
+    One pass over the data, chunk by chunk, each chunk in named steps while it is in cache:
+    1. block sums (``_chunk_sums``); 2. scores, the sums over the counts inside
+    (``_chunk_means``); 3. the non-finite flag (``nonfinite_chunk``); where asked,
+    4. the histogram (int64, ``HIGH_BINS``) of the scores' high bits, the first
+    radix-selection pass (``_count_high_digits``), and 5. into ``in_block_keep = (mask,
+    zeros_per_block)``, which elements a pruned block would keep, all but its
+    ``zeros_per_block`` smallest |x| (``ranks.write_in_block_keep``; ``mask``: bool H x W).
     """
-    h, w = x.shape
-    bh, bw = block_shape
-    scores = torch.empty(block_grid((h, w), block_shape), dtype=torch.float32, device=x.device)
-    bad = torch.zeros((), dtype=torch.bool, device=x.device)
-    hist = torch.zeros(HIGH_BINS, dtype=torch.int64, device=x.device) if high_histogram else None
-    full = torch.full((), float(bh * bw), device=x.device)
+    n_rows, n_cols = x.shape
+    block_rows, block_cols = block_shape
+    scores = torch.empty(block_grid((n_rows, n_cols), block_shape), dtype=torch.float32, device=x.device)
+    nonfinite_flag = torch.zeros((), dtype=torch.bool, device=x.device)
+    histogram = torch.zeros(HIGH_BINS, dtype=torch.int64, device=x.device) if high_histogram else None
+    full = torch.full((), float(block_rows * block_cols), device=x.device)
     # In-block ranks of small blocks compare each pair of positions: lay the chunk out by
-    # position once (``lanes``) and sum the scores from that layout too.
-    by_position = in_block_keep is not None and bh * bw <= _config.PAIRWISE_RANK_MAX
+    # position once (``abs_by_position``) and sum the scores from that layout too.
+    by_position = in_block_keep is not None and block_rows * block_cols <= _config.PAIRWISE_RANK_MAX
     scratch = _Scratch(x.device)
-    for r0, r1, c0, c1 in chunks(h, w, bh, bw):
-        xc = elements(x, r0, r1, c0, c1, bh, bw)
-        nr, nc = r1 - r0, c1 - c0
-        xf = xc.float() if in_block_keep is not None else None
-        sums, laid_out = _chunk_sums(xc, xf, scratch, norm, (nr, nc, bh, bw), policy, by_position)
-        bad |= nonfinite_chunk(xc, sums, policy)
-        count = full
-        if xc.shape[0] < nr * bh or xc.shape[1] < nc * bw:
-            count = counts_inside(nr, bh, h, r0, x.device)[:, None] * counts_inside(nc, bw, w, c0, x.device)
-        out = scores[r0:r1, c0:c1]
-        torch.div(sums, count, out=out)
-        if hist is not None:
-            count_into(hist, out.view(torch.int32) >> DIGITS[0][0], policy)
+    for chunk in chunks(n_rows, n_cols, block_rows, block_cols):
+        x_chunk = elements(x, chunk, block_rows, block_cols)
+        chunk_f32 = x_chunk.float() if in_block_keep is not None else None
+        grid = (chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start, block_rows, block_cols)
+        sums, laid_out = _chunk_sums(x_chunk, chunk_f32, scratch, norm, grid, policy, by_position)
+        chunk_scores = _chunk_means(sums, chunk, block_shape, (n_rows, n_cols), full, scores)
+        nonfinite_flag |= nonfinite_chunk(x_chunk, sums, policy)
+        if histogram is not None:
+            _count_high_digits(histogram, chunk_scores, policy)
         if in_block_keep is not None:
-            write_in_block_keep(in_block_keep, xf, (r0, r1, c0, c1), block_shape, laid_out)
-    return scores, bad, hist
+            write_in_block_keep(in_block_keep, chunk_f32, chunk, block_shape, laid_out)
+    return scores, nonfinite_flag, histogram
 
 
 def block_norm(
     x: torch.Tensor, block_shape: tuple[int, int], norm: str, *, policy: Policy | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block scores and the non-finite flag."""
-    scores, bad, _ = block_scores(x, block_shape, norm, policy or _policy.for_device(x.device))
-    return scores, bad
+    """Block scores (float32 (ceil(H/block_rows), ceil(W/block_cols)), contiguous) of ``x``
+    (2-D H x W float16/bfloat16/float32, any strides), and the non-finite flag (0-dim bool)."""
+    scores, nonfinite_flag, _ = block_scores(x, block_shape, norm, policy or _policy.for_device(x.device))
+    return scores, nonfinite_flag
