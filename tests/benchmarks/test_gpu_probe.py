@@ -15,6 +15,7 @@ from blocksparsity.kernels import _dispatch
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _dispatch.triton_installed(), reason="triton not installed")
 def test_probe_dry_run_passes_every_group():
     done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_probe", "--dry-run"], cwd=ROOT,
