@@ -28,10 +28,12 @@ from blocksparsity.kernels.validation import (  # noqa: F401  (FLOAT_DTYPES..., 
     FLOAT_DTYPES,
     NORMS,
     SCORED_DTYPES,
+    check_backend,
     check_block_shape,
     check_bool,
     check_data,
     check_norm,
+    check_scale,
     check_sparsity_level,
     check_writable,
     check_zeros_per_block,
@@ -87,30 +89,53 @@ def raise_if_nonfinite(flag: torch.Tensor | bool, name: str = "x") -> None:
         raise ValueError(f"{name} holds NaN or infinite values; its block scores would be meaningless")
 
 
+def _resolve(backend: str, x: torch.Tensor, scale: torch.Tensor | None) -> Backend:
+    """The backend for ``x``; with a ``scale``, the torch backend (``"auto"`` picks it; an
+    explicit ``"triton"`` is refused: its kernels do not take a scale yet)."""
+    if scale is not None and backend in ("auto", _common.TORCH):
+        check_backend(backend)
+        return _dispatch.resolve(_common.TORCH, x.device)
+    impl = _dispatch.resolve(backend, x.device)
+    if scale is not None and impl.NAME != _common.TORCH:
+        raise ValueError("scale is not supported by backend='triton' yet; pass backend='torch' (or 'auto')")
+    return impl
+
+
+def _scale_kw(scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The backend keyword for a scale: none at all without one (``scale=None`` calls the
+    backends exactly as before)."""
+    return {} if scale is None else {"scale": scale}
+
+
 # ---------------------------------------------------------------- operations
 @torch.no_grad()
 def block_norm(
-    x: torch.Tensor, block_shape: Sequence[int] = (1, 4), norm: str = "L1", *, backend: str = "auto"
+    x: torch.Tensor, block_shape: Sequence[int] = (1, 4), norm: str = "L1", *, scale: torch.Tensor | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Each block's mean of ``|x|`` (L1) or ``x*x`` (L2), as float32 of shape
-    ``(ceil(H / bh), ceil(W / bw))``; partial edge blocks average the elements they hold."""
+    ``(ceil(H / bh), ceil(W / bw))``; partial edge blocks average the elements they hold.
+    With ``scale`` (see ``validation.check_scale``), of ``t = float32(|x|) * float32(scale)``
+    (L1) or ``t*t`` (L2) instead."""
     x = check_data(x)
     bs = clip_block(shape_2d(x.shape), check_block_shape(block_shape))
     norm = check_norm(norm)
-    impl = _dispatch.resolve(backend, x.device)
+    s2 = check_scale(scale, x)
+    impl = _resolve(backend, x, s2)
     if is_dtensor(x):
         scores, bad = _sharded().block_norm(x, bs, norm, impl, lambda local: _block_norm(local, bs, norm, impl))
     else:
-        scores, bad = _block_norm(x, bs, norm, impl)
+        scores, bad = _block_norm(x, bs, norm, impl, s2)
     raise_if_nonfinite(bad)
     return scores
 
 
-def _block_norm(x: torch.Tensor, bs: tuple[int, int], norm: str, impl: Backend) -> tuple[torch.Tensor, torch.Tensor]:
+def _block_norm(x: torch.Tensor, bs: tuple[int, int], norm: str, impl: Backend,
+                scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     x2 = as_2d(x)
     if x2.numel() == 0:
         return torch.empty(block_grid(x2.shape, bs), dtype=torch.float32, device=x.device), torch.zeros((), dtype=torch.bool)
-    return impl.block_norm(x2, bs, norm)
+    return impl.block_norm(x2, bs, norm, **_scale_kw(scale))
 
 
 class _MaskCall(NamedTuple):
@@ -122,22 +147,24 @@ class _MaskCall(NamedTuple):
     zeros_per_block: int
     norm: str
     impl: Backend
+    scale: torch.Tensor | None = None  # broadcast (a view) to x's 2-D shape
 
 
 def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per_block: object, norm: object,
-               backend: str) -> _MaskCall:
+               backend: str, scale: object = None) -> _MaskCall:
     """Check every argument of a mask request (before anything is read or written)."""
     x = check_data(x)
     level = check_sparsity_level(sparsity_level)
     bs = check_block_shape(block_shape)
     zpb = check_zeros_per_block(zeros_per_block, bs)
     norm = check_norm(norm)
-    impl = _dispatch.resolve(backend, x.device)
+    s2 = check_scale(scale, x)
+    impl = _resolve(backend, x, s2)
     k = blocks_to_prune(shape_2d(x.shape), bs, level, zpb)
     # A block beyond the tensor holds only its in-tensor elements: zeroing more of them than
     # it holds zeroes them all, as in the unclipped block.
     bs = clip_block(shape_2d(x.shape), bs)
-    return _MaskCall(x, k, bs, min(zpb, bs[0] * bs[1]), norm, impl)
+    return _MaskCall(x, k, bs, min(zpb, bs[0] * bs[1]), norm, impl, s2)
 
 
 def _masks(call: _MaskCall) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +173,8 @@ def _masks(call: _MaskCall) -> tuple[torch.Tensor, torch.Tensor]:
         x2 = as_2d(x)
         if x2.numel() == 0:
             return torch.ones(x.shape, dtype=torch.bool, device=x.device), torch.zeros((), dtype=torch.bool)
-        mask, bad = call.impl.block_mask(x2, call.k, call.block_shape, call.zeros_per_block, call.norm)
+        mask, bad = call.impl.block_mask(x2, call.k, call.block_shape, call.zeros_per_block, call.norm,
+                                         **_scale_kw(call.scale))
         return mask.reshape(x.shape), bad
 
     if is_dtensor(call.x):
@@ -162,13 +190,14 @@ def block_mask_unchecked(
     zeros_per_block: int | None = None,
     norm: str = "L1",
     *,
+    scale: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """As ``block_mask``, without the host sync: also returns the 0-dim bool flag that is set
     when ``x`` held NaN or infinity (the mask is then meaningless). For callers that check
     many tensors with one sync (``raise_if_nonfinite``). For a DTensor ``x`` the flag is a
     plain tensor on the local device, set on every rank when any shard is bad."""
-    return _masks(_mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend))
+    return _masks(_mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend, scale))
 
 
 @torch.no_grad()
@@ -179,6 +208,7 @@ def block_mask(
     zeros_per_block: int | None = None,
     norm: str = "L1",
     *,
+    scale: torch.Tensor | None = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Bool keep-mask (shape of ``x``) pruning ``round(sparsity_level * n_blocks)`` blocks.
@@ -191,8 +221,14 @@ def block_mask(
     A ``DTensor`` ``x`` (``Shard(0)``/``Shard(1)`` on one mesh dim, ``Replicate()`` on the
     others) gets the same mask as the whole tensor would, as a DTensor placed like ``x``,
     computed shard by shard with collectives over small data (see ``blocksparsity.kernels._sharded``).
+
+    ``scale`` (optional; ``validation.check_scale`` states its forms): scores and in-block
+    ranks use ``t = float32(|x|) * float32(scale)`` (L1) or ``t*t`` (L2) in place of ``|x|``
+    or ``x*x``, computed chunk by chunk (no scaled copy of ``x``). Torch backend only for
+    now (``"auto"`` picks it); not for DTensor data.
     """
-    mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, backend=backend)
+    mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, scale=scale,
+                                     backend=backend)
     raise_if_nonfinite(bad)
     return mask
 
@@ -205,15 +241,16 @@ def sparsify(
     zeros_per_block: int | None = None,
     norm: str = "L1",
     *,
+    scale: torch.Tensor | None = None,
     inplace: bool = False,
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused ``block_mask`` + ``apply_mask``: returns ``(x * mask, mask)``.
+    """Fused ``block_mask`` + ``apply_mask``: returns ``(x * mask, mask)`` (``scale``: as in ``block_mask``).
 
     With ``inplace=True`` the first element is ``x`` itself, masked in place; the Triton
     backend then writes only the elements it zeroes. On bad data nothing is written.
     """
-    call = _mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend)
+    call = _mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend, scale)
     check_bool(inplace, "inplace")
     x = call.x
     if inplace:
@@ -227,7 +264,8 @@ def sparsify(
         return (x if inplace else x.clone()), torch.ones(x.shape, dtype=torch.bool, device=x.device)
     # In place, x2 is x itself or (where no 2-D view exists) a private copy to write back.
     work = x2 if inplace else torch.empty_like(x2)
-    mask, bad = call.impl.sparsify(x2, call.k, call.block_shape, call.zeros_per_block, call.norm, work)
+    mask, bad = call.impl.sparsify(x2, call.k, call.block_shape, call.zeros_per_block, call.norm, work,
+                                   **_scale_kw(call.scale))
     raise_if_nonfinite(bad)
     if inplace and not _is_view_of(x2, x):
         x.copy_(work.reshape(x.shape))

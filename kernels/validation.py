@@ -31,6 +31,7 @@ __all__ = [
     "check_data",
     "check_norm",
     "check_not_float64",
+    "check_scale",
     "check_sparsity_level",
     "check_writable",
     "check_zeros_per_block",
@@ -166,3 +167,40 @@ def check_not_float64(dtype: torch.dtype, name: str, how_to_cast: str) -> None:
     """Data that is scored must not be float64 (see ``FLOAT64_REFUSED``)."""
     if dtype == torch.float64:
         raise TypeError(f"{name} is float64; {how_to_cast}: {FLOAT64_REFUSED}")
+
+
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def check_scale(scale: object, x: torch.Tensor) -> torch.Tensor | None:
+    """``scale`` (optional) weighs each element's magnitude in the scores and in-block ranks.
+
+    It must be a dense float tensor (float16/bfloat16/float32/float64; the kernels use
+    ``float32(scale)``) on ``x``'s device, broadcastable to the 2-D view ``(H, W)`` of ``x``:
+    ``(1, W)`` or ``(W,)`` per column, ``(H, 1)`` per row, ``(H, W)`` per element, or one
+    value (``()``, ``(1,)``, ``(1, 1)``); every value finite, ``>= 0`` and within float32's
+    range. Returns ``scale`` as a 2-D view broadcast (``expand``, no copy) to ``(H, W)``, or
+    None. The value check reads one flag on the host (one sync), before any data is read.
+    ``x`` must be a plain tensor: a scale for a DTensor ``x`` is refused (not supported yet)."""
+    if scale is None:
+        return None
+    if not isinstance(scale, torch.Tensor):
+        raise TypeError(f"scale must be a torch.Tensor or None; got {type(scale).__name__}")
+    if is_dtensor(x) or is_dtensor(scale):
+        raise ValueError("scale is not supported for DTensor (sharded) data yet; pass a plain tensor x, or scale=None")
+    if scale.layout != torch.strided or scale.is_meta:
+        raise TypeError(f"scale must be a dense tensor with data; got layout {scale.layout}, device {scale.device}")
+    if scale.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"scale must be float16, bfloat16, float32 or float64; got {dtype_name(scale.dtype)}")
+    h, w = shape_2d(x.shape)
+    s2 = scale.reshape((1,) * (2 - scale.dim()) + tuple(scale.shape)) if scale.dim() <= 2 else None
+    if s2 is None or s2.shape[0] not in (1, h) or s2.shape[1] not in (1, w):
+        raise ValueError(
+            f"scale must broadcast to the 2-D view {(h, w)} of x: (1, {w}) per column, ({h}, 1) per row, "
+            f"({h}, {w}) or one value; got shape {tuple(scale.shape)}"
+        )
+    if scale.device != x.device:
+        raise ValueError(f"scale must be on x's device {x.device}; got {scale.device}")
+    if scale.numel() and not bool(((scale >= 0) & (scale <= _FLOAT32_MAX)).all()):
+        raise ValueError("scale must be finite, >= 0 and within float32's range; it holds a negative, NaN or inf value")
+    return s2.expand(h, w)

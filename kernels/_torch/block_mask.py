@@ -83,12 +83,13 @@ def keep_mask(
 
 def block_mask(
     x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str,
-    *, policy: Policy | None = None,
+    *, policy: Policy | None = None, scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bool keep-mask of ``x``'s shape pruning its ``k`` lowest-scoring blocks (ties: lowest
     flat block index first; ``zeros_per_block`` smallest |x| of each pruned block zeroed), and
     the non-finite flag (0-dim bool). ``x``: 2-D H x W float16/bfloat16/float32, any strides;
-    ``norm``: ``"L1"`` or ``"L2"``. The mask is contiguous."""
+    ``norm``: ``"L1"`` or ``"L2"``; ``scale``: None, or float broadcast to H x W (scores and
+    ranks of ``float32(|x|) * float32(scale)``). The mask is contiguous."""
     policy = policy or _policy.for_device(x.device)
     block_rows, block_cols = block_shape
     # Many blocks: count the first 16-bit radix pass while scoring. Few: the compact digits'
@@ -98,7 +99,7 @@ def block_mask(
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     in_block = (mask, zeros_per_block) if 0 < zeros_per_block < block_rows * block_cols else None
     scores, nonfinite_flag, high_histogram = block_scores(x, block_shape, norm, policy, high_histogram=fused,
-                                                          in_block_keep=in_block)
+                                                          in_block_keep=in_block, scale=scale)
     blocks = PrunedBlocks.select(scores, k, policy, high_histogram)
     return keep_mask(x, blocks, block_shape, zeros_per_block, mask), nonfinite_flag
 
@@ -132,12 +133,12 @@ def block_mask_given(
 
 def sparsify(
     x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str, out: torch.Tensor,
-    *, policy: Policy | None = None,
+    *, policy: Policy | None = None, scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``block_mask``, then ``out = x * mask`` (``out``: like ``x``, may be ``x``: in place)
     unless the data was bad; returns the mask and the flag. Reads the flag on the host once,
     before writing (the one sync): nothing is written over bad data."""
-    mask, nonfinite_flag = block_mask(x, k, block_shape, zeros_per_block, norm, policy=policy)
+    mask, nonfinite_flag = block_mask(x, k, block_shape, zeros_per_block, norm, policy=policy, scale=scale)
     nonfinite_flag = nonfinite_flag.cpu()
     if not nonfinite_flag:
         multiply(x, mask, out)

@@ -138,6 +138,32 @@ def _chunk_sums(x_chunk: torch.Tensor, chunk_f32: torch.Tensor | None, scratch: 
     return scratch.block_sums(blocked(magnitudes, n_block_rows, n_block_cols, block_rows, block_cols, 0.0), policy), None
 
 
+def scaled_magnitudes(x_chunk: torch.Tensor, scale_chunk: torch.Tensor, scratch: _Scratch) -> torch.Tensor:
+    """``t = float32(|x|) * float32(scale)`` of a chunk (2-D, clipped; ``scale_chunk`` the
+    same elements of the broadcast scale), float32 in the reused ``scaled`` buffer: one
+    float32 multiply (scale >= 0, so ``|x * s| == |x| * s`` bit for bit), then ``abs`` (so a
+    zero is +0, as the rank compares on int32 bits need). Chunk-sized: no scaled copy of ``x``."""
+    out = scratch.take("scaled", x_chunk.numel()).view(x_chunk.shape)
+    scale_f32 = scale_chunk if scale_chunk.dtype == torch.float32 else scale_chunk.float()
+    return torch.mul(x_chunk, scale_f32, out=out).abs_()
+
+
+def _scaled_chunk_sums(t: torch.Tensor, scratch: _Scratch, norm: str, grid: tuple[int, int, int, int],
+                       policy: Policy, by_position: bool, keep_t: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``_chunk_sums`` of the scaled magnitudes ``t`` (float32 >= +0, from
+    ``scaled_magnitudes``): the block sums of ``t`` (L1) or ``t*t`` (L2). ``keep_t``: ``t`` is
+    read again later (the in-block ranks), so the sums must not overwrite it."""
+    n_block_rows, n_block_cols, block_rows, block_cols = grid
+    if by_position or t.shape != (n_block_rows * block_rows, n_block_cols * block_cols):
+        return _chunk_sums(t, t, scratch, norm, grid, policy, by_position)
+    if norm == "L1" and not keep_t:
+        magnitudes = t  # |t| == t; the sums may overwrite it
+    else:
+        magnitudes = scratch.take("values", t.numel()).view(t.shape)
+        torch.abs(t, out=magnitudes) if norm == "L1" else torch.mul(t, t, out=magnitudes)
+    return scratch.block_sums(blocked(magnitudes, n_block_rows, n_block_cols, block_rows, block_cols, 0.0), policy), None
+
+
 def _chunk_means(sums: torch.Tensor, chunk: Chunk, block_shape: tuple[int, int], shape: tuple[int, int],
                  full: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """Step 2 of a chunk: its scores, ``sums / (elements of each block inside the tensor)``,
@@ -170,6 +196,7 @@ def block_scores(
     policy: Policy,
     high_histogram: bool = False,
     in_block_keep: tuple[torch.Tensor, int] | None = None,
+    scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Mean of |x| or x*x per block (float32, the block grid's shape, contiguous), the
     non-finite flag (0-dim bool), and the high-digit histogram (or None). ``x``: 2-D H x W
@@ -182,6 +209,10 @@ def block_scores(
     radix-selection pass (``_count_high_digits``), and 5. into ``in_block_keep = (mask,
     zeros_per_block)``, which elements a pruned block would keep, all but its
     ``zeros_per_block`` smallest |x| (``ranks.write_in_block_keep``; ``mask``: bool H x W).
+
+    ``scale`` (float, broadcast to H x W, a view, or None): each chunk's
+    ``t = float32(|x|) * float32(scale)`` (``scaled_magnitudes``) replaces |x| in steps 1
+    and 5; the non-finite check still reads ``x``.
     """
     n_rows, n_cols = x.shape
     block_rows, block_cols = block_shape
@@ -195,9 +226,14 @@ def block_scores(
     scratch = _Scratch(x.device)
     for chunk in chunks(n_rows, n_cols, block_rows, block_cols):
         x_chunk = elements(x, chunk, block_rows, block_cols)
-        chunk_f32 = x_chunk.float() if in_block_keep is not None else None
         grid = (chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start, block_rows, block_cols)
-        sums, laid_out = _chunk_sums(x_chunk, chunk_f32, scratch, norm, grid, policy, by_position)
+        if scale is None:
+            chunk_f32 = x_chunk.float() if in_block_keep is not None else None
+            sums, laid_out = _chunk_sums(x_chunk, chunk_f32, scratch, norm, grid, policy, by_position)
+        else:
+            chunk_f32 = scaled_magnitudes(x_chunk, elements(scale, chunk, block_rows, block_cols), scratch)
+            sums, laid_out = _scaled_chunk_sums(chunk_f32, scratch, norm, grid, policy, by_position,
+                                                keep_t=in_block_keep is not None)
         chunk_scores = _chunk_means(sums, chunk, block_shape, (n_rows, n_cols), full, scores)
         nonfinite_flag |= nonfinite_chunk(x_chunk, sums, policy)
         if histogram is not None:
@@ -208,9 +244,12 @@ def block_scores(
 
 
 def block_norm(
-    x: torch.Tensor, block_shape: tuple[int, int], norm: str, *, policy: Policy | None = None
+    x: torch.Tensor, block_shape: tuple[int, int], norm: str, *, policy: Policy | None = None,
+    scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Block scores (float32 (ceil(H/block_rows), ceil(W/block_cols)), contiguous) of ``x``
-    (2-D H x W float16/bfloat16/float32, any strides), and the non-finite flag (0-dim bool)."""
-    scores, nonfinite_flag, _ = block_scores(x, block_shape, norm, policy or _policy.for_device(x.device))
+    (2-D H x W float16/bfloat16/float32, any strides), and the non-finite flag (0-dim bool).
+    ``scale``: None, or float broadcast to H x W (see ``block_scores``)."""
+    scores, nonfinite_flag, _ = block_scores(x, block_shape, norm, policy or _policy.for_device(x.device),
+                                             scale=scale)
     return scores, nonfinite_flag
