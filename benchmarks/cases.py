@@ -17,7 +17,8 @@ OPS = ("block_norm", "block_mask", "sparsify")
 class Case:
     """One benchmark case. ``op`` is block_norm, block_mask or sparsify (fused mask-and-apply,
     in place); ``data`` is "randn" or "ties" (a third of the rows all zero, small integers);
-    ``tag`` names what the tensor stands for (e.g. "embedding")."""
+    ``tag`` names what the tensor stands for (e.g. "embedding"); ``scale``: "" (none) or
+    "col", a per-column ``(1, W)`` scale (activation-aware scores, ``scale=``)."""
 
     op: str
     shape: tuple[int, ...]
@@ -28,6 +29,7 @@ class Case:
     sparsity_level: float = 0.5
     data: str = "randn"
     tag: str = ""
+    scale: str = ""
 
     @property
     def numel(self) -> int:
@@ -59,8 +61,16 @@ class Case:
         shape = "x".join(map(str, self.shape))
         extra = f" zpb={self.zeros_per_block}" if self.op != "block_norm" else ""
         ties = " ties" if self.data == "ties" else ""
+        scale = f" scale={self.scale}" if self.scale else ""
         tag = f" ({self.tag})" if self.tag else ""
-        return f"{self.op} {shape} {self.dtype} {self.norm}{extra}{ties}{tag}"
+        return f"{self.op} {shape} {self.dtype} {self.norm}{scale}{extra}{ties}{tag}"
+
+    def make_scale(self, x: torch.Tensor, seed: int = 1) -> torch.Tensor | None:
+        """The ``scale=`` argument for ``x`` (None without one): "col", float32 ``(1, W)`` in [0.5, 1.5)."""
+        if not self.scale:
+            return None
+        g = torch.Generator(device=x.device.type).manual_seed(seed)
+        return torch.rand((1, shape_2d(x.shape)[1]), generator=g, device=x.device) + 0.5
 
     def make_input(self, device: str, seed: int = 0) -> torch.Tensor:
         g = torch.Generator(device=device).manual_seed(seed)
@@ -75,7 +85,7 @@ class Case:
 
     @classmethod
     def from_dict(cls, d: dict) -> Case:
-        return cls(**{**d, "shape": tuple(d["shape"]), "block_shape": tuple(d["block_shape"])})
+        return cls(**{"scale": "", **d, "shape": tuple(d["shape"]), "block_shape": tuple(d["block_shape"])})
 
 
 # The operation variants every size is measured with: (op, zeros_per_block) for (1, 4) blocks.
@@ -96,8 +106,10 @@ def default_cases(device: str, quick: bool = False, matrix: str = "axes") -> lis
     sparsify, one all-ties table (a third of the rows all zero, the rest small integers),
     and last every variant in L2 and in bf16 at the middle size. ``matrix="full"`` takes
     the full product of variants, norms, dtypes and sizes instead (60 cases, plus the
-    tables). ``matrix="sizes"``: every variant in fp32 and bf16 (L1) at 2**24, 2**26 and
-    2**28 elements, nothing else. ``quick`` shrinks every size so that a CPU run takes seconds.
+    tables). Both end with ``block_mask`` at the first size with a per-column ``scale``
+    (beside the same case without one: the scale's cost). ``matrix="sizes"``: every variant
+    in fp32 and bf16 (L1) at 2**24, 2**26 and 2**28 elements, nothing else. ``quick``
+    shrinks every size so that a CPU run takes seconds.
     """
     if matrix not in ("axes", "full", "sizes"):
         raise ValueError(f"matrix must be 'axes', 'full' or 'sizes'; got {matrix!r}")
@@ -121,4 +133,5 @@ def default_cases(device: str, quick: bool = False, matrix: str = "axes") -> lis
         Case("block_mask", table, zeros_per_block=2, data="ties", tag="all-zero rows"),
     ]
     axes = [] if matrix == "full" else variants(sizes[1], norm="L2") + variants(sizes[1], dtype="bf16")
-    return grid + tables + axes
+    scaled = [Case("block_mask", sizes[0], scale="col")]
+    return grid + tables + axes + scaled

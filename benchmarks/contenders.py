@@ -50,6 +50,8 @@ def _reference_why_not(case: Case) -> str | None:
         return "torch.ao data sparsifier not installed"
     if case.op != "block_mask":
         return "the reference only computes masks"
+    if case.scale:
+        return "the reference takes no scale"
     return None if len(case.shape) == 2 else "the reference takes 2-D data only"
 
 
@@ -67,6 +69,8 @@ def _reference(case: Case, x: torch.Tensor) -> Runner:
 # ---------------------------------------------------------------- naive eager torch (and compiled)
 def _naive_why_not(case: Case) -> str | None:
     bh, bw = case.block_shape
+    if case.scale:
+        return "the naive version takes no scale"
     if len(case.shape) != 2 or bh != 1 or case.shape[1] % bw:
         return "the naive version takes (1, bw) blocks of 2-D data with bw dividing the width"
     return None
@@ -105,20 +109,23 @@ def _allow_many_graphs() -> None:
 # ---------------------------------------------------------------- this package
 def _ours(backend: str) -> Callable[[Case, torch.Tensor], Runner]:
     def build(case: Case, x: torch.Tensor) -> Runner:
+        scale = case.make_scale(x)
         if case.op == "block_norm":
-            return lambda: kernels.block_norm(x, case.block_shape, case.norm, backend=backend)
+            return lambda: kernels.block_norm(x, case.block_shape, case.norm, scale=scale, backend=backend)
         if case.op == "block_mask":
             return lambda: kernels.block_mask(
-                x, case.sparsity_level, case.block_shape, case.zeros_per_block, case.norm, backend=backend)
+                x, case.sparsity_level, case.block_shape, case.zeros_per_block, case.norm, scale=scale, backend=backend)
         if case.op == "sparsify":
-            return lambda: kernels.sparsify(
-                x, case.sparsity_level, case.block_shape, case.zeros_per_block, case.norm, inplace=True, backend=backend)
+            return lambda: kernels.sparsify(x, case.sparsity_level, case.block_shape, case.zeros_per_block, case.norm,
+                                            scale=scale, inplace=True, backend=backend)
         raise ValueError(f"unknown op {case.op!r}")
 
     return build
 
 
 def _triton_why_not(case: Case) -> str | None:
+    if case.scale:
+        return "the Triton backend takes no scale yet"
     return None if "triton" in kernels.available_backends() else "Triton is not available"
 
 
