@@ -195,3 +195,22 @@ def test_auto_with_scale_uses_torch():
     """``backend="auto"`` with a scale runs the torch backend (the one that takes it)."""
     x = torch.randn(4, 8)
     assert torch.equal(kernels.block_mask(x, 0.5, scale=torch.ones(1, 8), backend="auto"), kernels.block_mask(x, 0.5))
+
+
+def test_dtensor_refuses_scale_for_now(tmp_path):
+    """Sharded (DTensor) data with a scale is refused, naming ``scale`` (one gloo rank)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    if dist.is_initialized():
+        pytest.skip("a process group already exists")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        x = distribute_tensor(torch.randn(4, 8), init_device_mesh("cpu", (1,)), [Shard(0)])
+        with pytest.raises(ValueError, match="scale"):
+            kernels.block_mask(x, 0.5, scale=torch.ones(1, 8))
+        with pytest.raises(ValueError, match="scale"):
+            kernels.block_norm(x, scale=torch.ones(1, 8))
+    finally:
+        dist.destroy_process_group()
