@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from blocksparsity.kernels.validation import dtype_name
+
 M_SIZES = (1, 64, 4096, 16384)
 NK_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))  # LLaMA-7B: attention, MLP up, MLP down
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,7 +74,7 @@ def measure(m: int, n: int, k: int, dtype: torch.dtype, backend: str = "auto") -
     dense_s, sparse_s = median_seconds([lambda: F.linear(x, w), lambda: F.linear(x, ws)], "cuda")
     flops = 2 * m * n * k
     return {
-        "m": m, "n": n, "k": k, "dtype": str(dtype).removeprefix("torch."), "backend": cls.BACKEND,
+        "m": m, "n": n, "k": k, "dtype": dtype_name(dtype), "backend": cls.BACKEND,
         "dense_ms": dense_s * 1e3, "sparse_ms": sparse_s * 1e3, "speedup": dense_s / sparse_s,
         "dense_tflops": flops / dense_s / 1e12, "max_rel_err": err, "verdict": verdict(dense_s / sparse_s),
     }
