@@ -89,18 +89,6 @@ def raise_if_nonfinite(flag: torch.Tensor | bool, name: str = "x") -> None:
         raise ValueError(f"{name} holds NaN or infinite values; its block scores would be meaningless")
 
 
-def _resolve(backend: str, x: torch.Tensor, scale: torch.Tensor | None) -> Backend:
-    """The backend for ``x``; with a ``scale``, the torch backend (``"auto"`` picks it; an
-    explicit ``"triton"`` is refused: its kernels do not take a scale yet)."""
-    if scale is not None and backend in ("auto", _common.TORCH):
-        check_backend(backend)
-        return _dispatch.resolve(_common.TORCH, x.device)
-    impl = _dispatch.resolve(backend, x.device)
-    if scale is not None and impl.NAME != _common.TORCH:
-        raise ValueError("scale is not supported by backend='triton' yet; pass backend='torch' (or 'auto')")
-    return impl
-
-
 def _scale_kw(scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """The backend keyword for a scale: none at all without one (``scale=None`` calls the
     backends exactly as before)."""
@@ -121,7 +109,7 @@ def block_norm(
     bs = clip_block(shape_2d(x.shape), check_block_shape(block_shape))
     norm = check_norm(norm)
     s2 = check_scale(scale, x)
-    impl = _resolve(backend, x, s2)
+    impl = _dispatch.resolve(backend, x.device)
     if is_dtensor(x):
         scores, bad = _sharded().block_norm(x, bs, norm, impl, lambda local: _block_norm(local, bs, norm, impl))
     else:
@@ -159,7 +147,7 @@ def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per
     zpb = check_zeros_per_block(zeros_per_block, bs)
     norm = check_norm(norm)
     s2 = check_scale(scale, x)
-    impl = _resolve(backend, x, s2)
+    impl = _dispatch.resolve(backend, x.device)
     k = blocks_to_prune(shape_2d(x.shape), bs, level, zpb)
     # A block beyond the tensor holds only its in-tensor elements: zeroing more of them than
     # it holds zeroes them all, as in the unclipped block.
@@ -224,8 +212,8 @@ def block_mask(
 
     ``scale`` (optional; ``validation.check_scale`` states its forms): scores and in-block
     ranks use ``t = float32(|x|) * float32(scale)`` (L1) or ``t*t`` (L2) in place of ``|x|``
-    or ``x*x``, computed chunk by chunk (no scaled copy of ``x``). Torch backend only for
-    now (``"auto"`` picks it); not for DTensor data.
+    or ``x*x``, computed chunk by chunk or tile by tile (no scaled copy of ``x``); every backend takes it
+    (not DTensor data yet).
     """
     mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, scale=scale,
                                      backend=backend)

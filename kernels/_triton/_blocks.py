@@ -10,6 +10,9 @@ Vocabulary used by every block kernel and helper here:
   (row-major over the block grid: block ``(block_row, block_col)`` has index
   ``block_row * n_block_cols + block_col``); indices ``>= n_blocks`` are padding and are
   masked off everywhere;
+- with ``HAS_SCALE``, a float scale of the same 2-D shape (strides 0 where it is broadcast)
+  weighs each element: scores and in-block ranks use ``t = float32(|x|) * float32(scale)``
+  (L1; ``t * t`` for L2) where they would use ``|x|`` (``x * x``);
 - a *position* ``pos`` is the row-major index of an element inside its block:
   ``row = block_row * BLOCK_ROWS + pos // BLOCK_COLS``, ``col = block_col * BLOCK_COLS + pos % BLOCK_COLS``.
 
@@ -86,14 +89,46 @@ def tile_offsets(
 
 
 @triton.jit
-def element_values(x, L2_NORM: tl.constexpr):
-    """What a score averages, in float32: ``|float32(x)|`` (L1) or ``float32(x) * float32(x)``
-    (``L2_NORM``), elementwise, any shape."""
-    xf = x.to(tl.float32)
-    if L2_NORM:
-        v = xf * xf
+def load_scale(scale_ptr, offsets, m, HAS_SCALE: tl.constexpr):
+    """The scale of each element (float32, shape of ``offsets``; ``scale_ptr + offsets`` where
+    ``m``), or, without ``HAS_SCALE``, nothing read: a placeholder the helpers below ignore."""
+    if HAS_SCALE:
+        s = tl.load(scale_ptr + offsets, mask=m, other=0.0).to(tl.float32)
     else:
-        v = tl.abs(xf)
+        s = 1.0
+    return s
+
+
+@triton.jit
+def magnitudes(x, s, HAS_SCALE: tl.constexpr):
+    """What in-block ranks order by, float32, elementwise: ``|float32(x)|``, or with
+    ``HAS_SCALE`` ``t = |float32(x) * s|`` (``s``: float32 scale from ``load_scale``, ``>= 0``,
+    so ``t == float32(|x|) * s`` bit for bit, and a zero is +0). Both norms rank by it."""
+    xf = x.to(tl.float32)
+    if HAS_SCALE:
+        t = tl.abs(xf * s)
+    else:
+        t = tl.abs(xf)
+    return t
+
+
+@triton.jit
+def element_values(x, s, L2_NORM: tl.constexpr, HAS_SCALE: tl.constexpr):
+    """What a score averages, in float32: ``|float32(x)|`` (L1) or ``float32(x) * float32(x)``
+    (``L2_NORM``), elementwise, any shape; with ``HAS_SCALE``, ``t`` or ``t * t`` instead
+    (``t = magnitudes(x, s, True)``)."""
+    if HAS_SCALE:
+        t = magnitudes(x, s, True)
+        if L2_NORM:
+            v = t * t
+        else:
+            v = t
+    else:
+        xf = x.to(tl.float32)
+        if L2_NORM:
+            v = xf * xf
+        else:
+            v = tl.abs(xf)
     return v
 
 
@@ -118,7 +153,10 @@ def is_nonfinite(x):
 
 
 @triton.jit
-def tile_sums(x, valid, L2_NORM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr):
+def tile_sums(
+    x, s, valid, L2_NORM: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCK_SIZE_POW2: tl.constexpr,
+):
     """Sum of each block's values (``[BLOCKS_PER_PROGRAM, BLOCK_SIZE_POW2]`` tile ->
     ``[BLOCKS_PER_PROGRAM]`` float32), row-major, one at a time:
     ``(((v[:, 0] + v[:, 1]) + v[:, 2]) + ... + v[:, BLOCK_SIZE - 1])``.
@@ -126,25 +164,27 @@ def tile_sums(x, valid, L2_NORM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_S
     Column ``i`` is taken as ``tl.sum(tl.where(pos == i, v, 0.0), axis=1)``: a sum of one
     value and zeros, which is that value exactly (``v + 0.0 == v`` for every ``v >= +0``, in
     any reduction order), so the only rounding is that of the sequential additions.
-    Invalid positions count as 0.
+    Invalid positions count as 0. ``s``: the tile's scales (``load_scale``).
     """
-    v = tl.where(valid, element_values(x, L2_NORM), 0.0)
+    v = tl.where(valid, element_values(x, s, L2_NORM, HAS_SCALE), 0.0)
     pos = tl.arange(0, BLOCK_SIZE_POW2)[None, :]
-    s = tl.sum(tl.where(pos == 0, v, 0.0), axis=1)  # picking one value and adding zeros is exact
+    total = tl.sum(tl.where(pos == 0, v, 0.0), axis=1)  # picking one value and adding zeros is exact
     for i in tl.static_range(1, BLOCK_SIZE):
-        s = s + tl.sum(tl.where(pos == i, v, 0.0), axis=1)
-    return s
+        total = total + tl.sum(tl.where(pos == i, v, 0.0), axis=1)
+    return total
 
 
 @triton.jit
 def loop_sums(
-    x_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
-    L2_NORM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+    x_ptr, scale_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
+    scale_row_stride, scale_col_stride,
+    L2_NORM: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
 ):
     """Sum of each block's values (``[BLOCKS_PER_PROGRAM]`` float32, positions in row-major
     order, one at a time) and whether each block holds a non-finite element, walking the
     positions (the loop path). ``x_ptr``: the data, element ``(row, col)`` at
-    ``row * x_row_stride + col * x_col_stride``."""
+    ``row * x_row_stride + col * x_col_stride``; ``scale_ptr``: with ``HAS_SCALE``, its scale at
+    ``row * scale_row_stride + col * scale_col_stride``."""
     block_row, block_col = block_coordinates(blocks, n_block_cols)
     inside = blocks < n_blocks
     s = tl.zeros(blocks.shape, tl.float32)
@@ -154,15 +194,17 @@ def loop_sums(
         col = block_col * BLOCK_COLS + pos % BLOCK_COLS
         holds = inside & (row < n_rows) & (col < n_cols)
         x = tl.load(x_ptr + row * x_row_stride + col * x_col_stride, mask=holds, other=0.0)
-        s = s + element_values(x, L2_NORM)
+        scale = load_scale(scale_ptr, row * scale_row_stride + col * scale_col_stride, holds, HAS_SCALE)
+        s = s + element_values(x, scale, L2_NORM, HAS_SCALE)
         bad = bad | (holds & is_nonfinite(x))
     return s, bad
 
 
 @triton.jit
 def block_scores(
-    x_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
-    L2_NORM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr,
+    x_ptr, scale_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
+    scale_row_stride, scale_col_stride, L2_NORM: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+    BLOCK_COLS: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr,
     BLOCK_IN_REGISTERS: tl.constexpr, FLAT_ADDRESSING: tl.constexpr,
 ):
     """Each block's score (``[BLOCKS_PER_PROGRAM]`` float32) and whether any of the tile's data
@@ -171,18 +213,23 @@ def block_scores(
     The score is ``div_rn(sum, count)``: the row-major float32 sum of ``element_values`` over
     the block's elements inside the tensor, divided with correct rounding by their count
     (``block_counts``), as torch's float32 ``sum / count``. ``x_ptr``: the data, element
-    ``(row, col)`` at ``row * x_row_stride + col * x_col_stride``. ``BLOCK_IN_REGISTERS`` picks
-    the tile path, else the loop path; ``FLAT_ADDRESSING`` (tile path only) as in ``tile_offsets``.
+    ``(row, col)`` at ``row * x_row_stride + col * x_col_stride``. With ``HAS_SCALE`` the sums are
+    of ``t`` or ``t * t`` (``element_values``), the scale of ``(row, col)`` at ``scale_ptr +
+    row * scale_row_stride + col * scale_col_stride`` (0 strides for broadcast dimensions);
+    without it ``scale_ptr`` is never read. ``BLOCK_IN_REGISTERS`` picks the tile path, else the
+    loop path; ``FLAT_ADDRESSING`` (tile path only) as in ``tile_offsets``.
     """
     if BLOCK_IN_REGISTERS:
         row, col, valid = tile_offsets(blocks, n_rows, n_cols, n_block_cols, n_blocks, BLOCK_ROWS, BLOCK_COLS,
                                        BLOCK_SIZE_POW2, FLAT_ADDRESSING)
         x = tl.load(x_ptr + row * x_row_stride + col * x_col_stride, mask=valid, other=0.0)
-        s = tile_sums(x, valid, L2_NORM, BLOCK_ROWS * BLOCK_COLS, BLOCK_SIZE_POW2)
+        scale = load_scale(scale_ptr, row * scale_row_stride + col * scale_col_stride, valid, HAS_SCALE)
+        s = tile_sums(x, scale, valid, L2_NORM, HAS_SCALE, BLOCK_ROWS * BLOCK_COLS, BLOCK_SIZE_POW2)
         bad = tl.max((valid & is_nonfinite(x)).to(tl.int32))
     else:
-        s, bad_blocks = loop_sums(x_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride,
-                                  x_col_stride, L2_NORM, BLOCK_ROWS, BLOCK_COLS)
+        s, bad_blocks = loop_sums(x_ptr, scale_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride,
+                                  x_col_stride, scale_row_stride, scale_col_stride, L2_NORM, HAS_SCALE,
+                                  BLOCK_ROWS, BLOCK_COLS)
         bad = tl.max(bad_blocks.to(tl.int32))
     counts = block_counts(blocks, n_rows, n_cols, n_block_cols, n_blocks, BLOCK_ROWS, BLOCK_COLS)
     return tl.math.div_rn(s, counts), bad
@@ -212,16 +259,17 @@ def pruned_blocks(scores, blocks, n_blocks, threshold_bits, ties_pruned, ties_be
 
 
 @triton.jit
-def tile_ranks(x, valid, BLOCK_SIZE_POW2: tl.constexpr):
-    """Rank of each element by ``|x|`` inside its block (``[BLOCKS_PER_PROGRAM, BLOCK_SIZE_POW2]``
-    int32): its index in a stable ascending sort of the block by ``|x|``,
-    ``rank[i] = #{j : |x_j| < |x_i| or (|x_j| == |x_i| and j < i)}`` (ties: lower position first),
+def tile_ranks(mag, valid, BLOCK_SIZE_POW2: tl.constexpr):
+    """Rank of each element by its magnitude ``mag`` (``magnitudes``: ``|x|``, or ``t`` with a
+    scale) inside its block (``[BLOCKS_PER_PROGRAM, BLOCK_SIZE_POW2]`` int32): its index in a
+    stable ascending sort of the block by ``mag``,
+    ``rank[i] = #{j : mag_j < mag_i or (mag_j == mag_i and j < i)}`` (ties: lower position first),
     by all ``BLOCK_SIZE_POW2**2`` pairwise comparisons. The ``zeros_per_block`` elements of rank
     below it are the ones zeroed.
 
     Padding positions hold +inf and so never rank ahead of (finite) data.
     """
-    mag = tl.where(valid, tl.abs(x.to(tl.float32)), float("inf"))
+    mag = tl.where(valid, mag, float("inf"))
     mag_i = mag[:, :, None]
     mag_j = mag[:, None, :]
     i = tl.arange(0, BLOCK_SIZE_POW2)[:, None]

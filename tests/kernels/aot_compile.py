@@ -6,7 +6,8 @@ The launches are not written out by hand: the real launchers (``blocksparsity.ke
 run on CPU tensors (and on meta tensors of more than 2**31 elements) with every kernel
 replaced by a recorder, over dtypes, layouts (contiguous, transposed, (H, 1) columns,
 misaligned slices), the block shapes ``clip_block`` makes (1-2 elements too), both norms,
-every ``zeros_per_block`` class, float64 ``apply_mask``. Each recorded launch is then
+every ``zeros_per_block`` class, float64 ``apply_mask``, and ``scale=`` (``HAS_SCALE``) in each
+broadcast form (per column, per row, full, one value; float32 and float16 scales). Each recorded launch is then
 specialised exactly as ``JITFunction.run`` would specialise it (Triton's own binder: i32 or
 i64 per value, ``== 1`` as a constant, divisibility by 16 as an attribute, pointer
 alignment), and every distinct specialisation is compiled.
@@ -37,6 +38,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK_SHAPES = ((1, 4), (1, 1), (1, 2), (2, 1), (2, 2), (1, 8), (2, 3), (4, 4), (3, 5), (1, 17), (8, 8))
 HALF_BLOCK_SHAPES = ((1, 4), (1, 1), (1, 2), (2, 3), (1, 17))
 HALF_LAYOUTS = ("contiguous", "column", "misaligned", "huge")
+SCALED_BLOCK_SHAPES = ((1, 4), (2, 3), (1, 17))  # flat/tile, 2-D tile, loop path
 
 
 class Recorder:
@@ -62,6 +64,29 @@ def layouts(dtype: torch.dtype):
     # More than 2**31 elements (meta: no memory): i64 sizes, strides and block counts.
     yield "huge", torch.empty(1 << 16, (1 << 15) + 16, dtype=dtype, device="meta")
     yield "huge-row", torch.empty(1, (1 << 31) + 64, dtype=dtype, device="meta")
+
+
+def scales(x: torch.Tensor, dtype: torch.dtype):
+    """The scale forms the API hands a backend (broadcast to ``x`` by ``expand``): per column,
+    per row, full (contiguous: the flat path), one value."""
+    h, w = x.shape
+    for shape in ((1, w), (h, 1), (h, w), (1, 1)):
+        yield torch.ones(shape, dtype=dtype, device=x.device).expand(h, w)
+
+
+def record_scaled(x: torch.Tensor, dtype: torch.dtype) -> None:
+    """Scaled launches (``HAS_SCALE``) of ``block_norm``, ``block_mask`` and ``sparsify`` over ``x``."""
+    from blocksparsity.kernels import _triton
+
+    for requested in SCALED_BLOCK_SHAPES:
+        bs = clip_block(shape_2d(x.shape), requested)
+        size = bs[0] * bs[1]
+        for scale in scales(x, torch.float32 if dtype == torch.float32 else torch.float16):
+            for norm in ("L1", "L2"):
+                _triton.block_norm(x, bs, norm, scale=scale)
+                for zpb in {size, max(1, size // 2)}:
+                    _triton.block_mask(x, 7, bs, zpb, norm, scale=scale)
+                    _triton.sparsify(x, 7, bs, zpb, norm, x, scale=scale)
 
 
 def record_launches() -> list:
@@ -95,6 +120,7 @@ def record_launches() -> list:
                     row_ties = torch.zeros(scores.shape[0], dtype=torch.int64)
                     t = Threshold(torch.zeros((), dtype=torch.int32), torch.zeros((), dtype=torch.int64))
                     _triton.block_mask_given(x, scores, t, row_ties, bs, max(1, size // 2), "L1")
+            record_scaled(x, dtype)
             keep = torch.ones(x.shape, dtype=torch.bool, device=x.device)
             _triton.apply_mask(x, keep, torch.empty_like(x))
             _triton.apply_mask(x, keep, x)

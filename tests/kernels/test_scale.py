@@ -2,8 +2,10 @@
 definition (``blocksparsity.kernels.naive``) on random and tie-heavy data, every broadcast
 form, partial edge blocks, fp16/bf16/fp32, both norms; ``scale=None`` and an all-ones scale
 bit-equal to no scale; every bad ``scale`` refused, naming it, with the data untouched.
+The Triton backend (under the interpreter on small tensors, or on CUDA) against the same
+definition, masks and scores bit-equal, over its tile, flat and loop paths and strided layouts.
 
-The Triton backend and DTensor data do not take a scale yet: both refuse it (tested here)."""
+DTensor data does not take a scale yet: it is refused (tested here)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,18 @@ CASES = [
     ((3, 5), (8, 8), (None, 2)),
 ]
 FORMS = ("col", "col1d", "row", "full", "one")
+# Triton: the tile path (strided, partial blocks), the flat path ((8, 24) with (1, 4): a full
+# contiguous scale shares it, a broadcast one does not), 1-D data, the loop path (17-element
+# blocks), a clipped block. Small: the interpreter is slow.
+TRITON_CASES = [
+    ((9, 30), (1, 4), (None, 2)),
+    ((8, 24), (1, 4), (None, 2)),
+    ((13, 11), (2, 3), (None, 2)),
+    ((37,), (1, 4), (None, 2)),
+    ((5, 40), (1, 17), (None, 9)),
+    ((3, 5), (8, 8), (None, 2)),
+]
+TRITON_DEVICES = triton_devices()
 
 
 def make_data(shape, kind: str, dtype: str, seed: int) -> torch.Tensor:
@@ -82,6 +96,59 @@ def test_scale_changes_the_mask():
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     scale = torch.tensor([[8.0, 4.0, 2.0, 0.5]])
     assert kernels.block_mask(x, 1.0, zeros_per_block=1, scale=scale).tolist() == [[True, True, True, False]]
+
+
+def check_backend_against_naive(x: torch.Tensor, block, zpbs, scale: torch.Tensor, backend: str, exact: bool):
+    """Scores (bit-equal to the torch backend's; to the definition's when ``exact``), masks of
+    block_mask and sparsify equal to the definition's, data untouched."""
+    x_before = x.clone()
+    for norm in ("L1", "L2"):
+        got = kernels.block_norm(x, block, norm, scale=scale, backend=backend)
+        assert torch.equal(got, kernels.block_norm(x.cpu(), block, norm, scale=scale.cpu(), backend="torch").to(x.device))
+        want_scores = naive.block_norm(x.cpu(), block, norm, scale=scale.cpu())
+        if exact:
+            assert torch.equal(got.cpu(), want_scores.float())
+        else:
+            torch.testing.assert_close(got.cpu().double(), want_scores, rtol=1e-6, atol=0)
+        for zpb in zpbs:
+            for level in (0.5, 1.0):
+                want = naive.block_mask(x.cpu(), level, block, zpb, norm, scale=scale.cpu())
+                assert torch.equal(kernels.block_mask(x, level, block, zpb, norm, scale=scale, backend=backend).cpu(),
+                                   want), (norm, zpb, level)
+            out, mask = kernels.sparsify(x, 0.5, block, zpb, norm, scale=scale, backend=backend)
+            want = naive.block_mask(x.cpu(), 0.5, block, zpb, norm, scale=scale.cpu())
+            assert torch.equal(mask.cpu(), want) and torch.equal(out.cpu(), x.cpu() * want)
+    assert torch.equal(x, x_before)
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("kind", ["random", "ties"])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("case", TRITON_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_triton_matches_naive(case, dtype, form, kind, device):
+    shape, block, zpbs = case
+    x = make_data(shape, kind, dtype, seed=len(shape) + block[1]).to(device)
+    scale = make_scale(x, form, kind, seed=block[0]).to(device)
+    check_backend_against_naive(x, block, zpbs, scale, "triton", exact=kind == "ties")
+
+
+@pytest.mark.parametrize("device", TRITON_DEVICES)
+@pytest.mark.parametrize("layout", ["transposed", "column", "column-full-t"])
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_triton_strided_layouts(layout, form, dtype, device):
+    """Strided data and scales: transposed data, the (H, 1) column of a transposed row
+    (strides (1, H)), and a transposed (non-contiguous) full scale."""
+    if layout == "transposed":
+        x = make_data((30, 9), "random", dtype, seed=5).t()
+    else:
+        x = make_data((1, 13), "random", dtype, seed=6).t()  # (13, 1), strides (1, 13)
+    scale = make_scale(x, form, "random", seed=7)
+    if layout == "column-full-t" and form == "full":
+        scale = scale.t().contiguous().t()
+    for block in ((1, 4), (2, 3), (4, 1)):
+        check_backend_against_naive(x.to(device), block, (None, 2), scale.to(device), "triton", exact=False)
 
 
 @pytest.mark.parametrize("norm", ["L1", "L2"])
@@ -182,17 +249,22 @@ def test_nonfinite_data_with_scale_still_raises_x():
         kernels.block_mask(x, 0.5, scale=torch.ones(1, 8))
 
 
-@pytest.mark.skipif("cpu" not in triton_devices(), reason="needs Triton (interpreter)")
-def test_triton_refuses_scale_for_now():
-    x = torch.randn(4, 8)
-    with pytest.raises(ValueError, match=r"scale.*triton"):
-        kernels.block_mask(x, 0.5, scale=torch.ones(1, 8), backend="triton")
-    with pytest.raises(ValueError, match=r"scale.*triton"):
-        kernels.block_norm(x, scale=torch.ones(1, 8), backend="triton")
+@pytest.mark.skipif("cpu" not in TRITON_DEVICES, reason="needs Triton (interpreter)")
+def test_triton_scale_changes_the_mask():
+    """The Triton kernels use the scale in scores and in in-block ranks (a kernel that ignored
+    it, or ranked by |x|, fails here)."""
+    x = torch.tensor([[1.0, 1.0, 1.0, 1.0, 4.0, 4.0, 4.0, 4.0]])
+    scale = torch.tensor([[10.0] * 4 + [1.0] * 4])
+    assert kernels.block_mask(x, 0.5, scale=scale, backend="triton").tolist() == [[True] * 4 + [False] * 4]
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    scale = torch.tensor([[8.0, 4.0, 2.0, 0.5]])
+    for norm in ("L1", "L2"):
+        got = kernels.block_mask(x, 1.0, zeros_per_block=1, norm=norm, scale=scale, backend="triton")
+        assert got.tolist() == [[True, True, True, False]]
 
 
-def test_auto_with_scale_uses_torch():
-    """``backend="auto"`` with a scale runs the torch backend (the one that takes it)."""
+def test_auto_with_scale_runs():
+    """``backend="auto"`` takes a scale (Triton on CUDA, torch on CPU), as without one."""
     x = torch.randn(4, 8)
     assert torch.equal(kernels.block_mask(x, 0.5, scale=torch.ones(1, 8), backend="auto"), kernels.block_mask(x, 0.5))
 
