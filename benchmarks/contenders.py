@@ -124,8 +124,6 @@ def _ours(backend: str) -> Callable[[Case, torch.Tensor], Runner]:
 
 
 def _triton_why_not(case: Case) -> str | None:
-    if case.scale:
-        return "the Triton backend takes no scale yet"
     return None if "triton" in kernels.available_backends() else "Triton is not available"
 
 
