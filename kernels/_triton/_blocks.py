@@ -175,6 +175,18 @@ def tile_sums(
 
 
 @triton.jit
+def position_in_block(block_row, block_col, inside, pos, n_rows, n_cols,
+                      BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+    """Row and column of position ``pos`` (row-major inside the block) of each block, and
+    whether that element lies inside the tensor (``[BLOCKS_PER_PROGRAM]`` each; the loop path's
+    way of walking a block: ``row = block_row * BLOCK_ROWS + pos // BLOCK_COLS``,
+    ``col = block_col * BLOCK_COLS + pos % BLOCK_COLS``)."""
+    row = block_row * BLOCK_ROWS + pos // BLOCK_COLS
+    col = block_col * BLOCK_COLS + pos % BLOCK_COLS
+    return row, col, inside & (row < n_rows) & (col < n_cols)
+
+
+@triton.jit
 def loop_sums(
     x_ptr, scale_ptr, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
     scale_row_stride, scale_col_stride,
@@ -190,9 +202,7 @@ def loop_sums(
     s = tl.zeros(blocks.shape, tl.float32)
     bad = tl.zeros(blocks.shape, tl.int1)
     for pos in range(BLOCK_ROWS * BLOCK_COLS):
-        row = block_row * BLOCK_ROWS + pos // BLOCK_COLS
-        col = block_col * BLOCK_COLS + pos % BLOCK_COLS
-        holds = inside & (row < n_rows) & (col < n_cols)
+        row, col, holds = position_in_block(block_row, block_col, inside, pos, n_rows, n_cols, BLOCK_ROWS, BLOCK_COLS)
         x = tl.load(x_ptr + row * x_row_stride + col * x_col_stride, mask=holds, other=0.0)
         scale = load_scale(scale_ptr, row * scale_row_stride + col * scale_col_stride, holds, HAS_SCALE)
         s = s + element_values(x, scale, L2_NORM, HAS_SCALE)

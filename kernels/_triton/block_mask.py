@@ -20,6 +20,7 @@ from blocksparsity.kernels._triton._blocks import (
     flag_clear,
     load_scale,
     magnitudes,
+    position_in_block,
     pruned_blocks,
     tile_offsets,
     tile_ranks,
@@ -83,9 +84,7 @@ def _mask_loop(
     block_row, block_col = block_coordinates(blocks, n_block_cols)
     inside = blocks < n_blocks
     for i in range(BLOCK_ROWS * BLOCK_COLS):
-        row = block_row * BLOCK_ROWS + i // BLOCK_COLS
-        col = block_col * BLOCK_COLS + i % BLOCK_COLS
-        holds = inside & (row < n_rows) & (col < n_cols)
+        row, col, holds = position_in_block(block_row, block_col, inside, i, n_rows, n_cols, BLOCK_ROWS, BLOCK_COLS)
         x = tl.load(x_ptr + row * x_row_stride + col * x_col_stride, mask=holds, other=0.0)
         if PRUNE_WHOLE_BLOCKS:
             keep = ~pruned
@@ -94,9 +93,8 @@ def _mask_loop(
                                              HAS_SCALE), HAS_SCALE)
             rank = tl.zeros(blocks.shape, tl.int32)
             for j in range(BLOCK_ROWS * BLOCK_COLS):
-                row_j = block_row * BLOCK_ROWS + j // BLOCK_COLS
-                col_j = block_col * BLOCK_COLS + j % BLOCK_COLS
-                holds_j = inside & (row_j < n_rows) & (col_j < n_cols)
+                row_j, col_j, holds_j = position_in_block(block_row, block_col, inside, j, n_rows, n_cols,
+                                                          BLOCK_ROWS, BLOCK_COLS)
                 x_j = tl.load(x_ptr + row_j * x_row_stride + col_j * x_col_stride, mask=holds_j, other=0.0)
                 s_j = load_scale(scale_ptr, row_j * scale_row_stride + col_j * scale_col_stride, holds_j, HAS_SCALE)
                 mag_j = magnitudes(x_j, s_j, HAS_SCALE)
