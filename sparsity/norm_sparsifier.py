@@ -15,6 +15,7 @@ from blocksparsity.kernels.validation import (
     check_backend,
     check_block_shape,
     check_norm,
+    check_scale,
     check_not_float64,
     check_zeros_per_block,
 )
@@ -41,6 +42,13 @@ class DataNormSparsifier(BaseDataSparsifier):
     DTensors sharded like the data, computed shard by shard (see ``blocksparsity.kernels.block_mask``);
     ``step()`` still syncs once for all tensors.
 
+    Activation-aware scores: ``set_scale(name, scale)`` gives a tensor a ``scale`` for
+    ``blocksparsity.kernels.block_mask(scale=...)`` (e.g. ``||X_j||_2`` per input column, from
+    ``blocksparsity.calibration``); its masks then rank ``|x| * scale``. Scales are kept in
+    ``state_dict()["scales"]`` (plain tensors: ``torch.load(weights_only=True)`` reads them)
+    and restored by ``load_state_dict``; a sparsifier without scales has the state dict it
+    had before. Each scaled tensor's scale is checked once per ``step()`` (one host sync each).
+
     Args:
         data_list: ``(name, data)`` pairs to add now.
         sparsity_level, sparse_block_shape, zeros_per_block: default config of each tensor.
@@ -60,6 +68,7 @@ class DataNormSparsifier(BaseDataSparsifier):
         self.norm = check_norm(norm)
         self.backend = check_backend(backend)
         self._warned_level_above_one = False
+        self._scales: dict[str, torch.Tensor] = {}
         super().__init__(
             data_list,
             sparsity_level=sparsity_level,
@@ -102,6 +111,45 @@ class DataNormSparsifier(BaseDataSparsifier):
             self._warned_level_above_one = True
         return level
 
+    # ---------------------------------------------------------------- scales
+    def set_scale(self, name: str, scale: torch.Tensor | None) -> None:
+        """Weigh the magnitudes of ``name`` by ``scale`` in its scores and in-block ranks (None:
+        plain magnitudes). ``scale`` is checked now against the data (forms, device, values:
+        ``blocksparsity.kernels.validation.check_scale``); bad input raises ``TypeError`` or
+        ``ValueError`` naming ``scale`` and changes nothing."""
+        self._check_name(name)
+        if scale is None:
+            self._scales.pop(name, None)
+            return
+        check_scale(scale, self._data[name])
+        self._scales[name] = scale.detach()
+
+    def get_scale(self, name: str) -> torch.Tensor | None:
+        """The scale of ``name`` (None: plain magnitudes)."""
+        self._check_name(name)
+        return self._scales.get(name)
+
+    def state_dict(self, with_data: bool = True) -> dict[str, Any]:
+        out = super().state_dict(with_data)
+        if self._scales:
+            out["scales"] = {name: s.clone() for name, s in self._scales.items()}
+        return out
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> None:
+        scales = state_dict.get("scales", {}) if isinstance(state_dict, dict) else {}
+        if not isinstance(scales, dict) or not all(isinstance(s, torch.Tensor) for s in scales.values()):
+            raise TypeError("state_dict['scales'] must be a dict of tensors by data name")
+        super().load_state_dict(state_dict, strict)
+        if strict:
+            self._scales = {}
+        for name, scale in scales.items():
+            if strict or name not in self._scales:
+                self.set_scale(name, scale.to(self._data[name].device))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_scales", {})  # pickled before scales existed
+        super().__setstate__(state)
+
     def _new_mask(self, name: str, data: torch.Tensor, config: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The new mask of ``name`` and its non-finite flag, without a host sync."""
         return kernels.block_mask_unchecked(
@@ -110,6 +158,7 @@ class DataNormSparsifier(BaseDataSparsifier):
             config["sparse_block_shape"],
             config["zeros_per_block"],
             self.norm,
+            scale=self._scales.get(name),
             backend=self.backend,
         )
 

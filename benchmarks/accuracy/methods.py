@@ -203,6 +203,18 @@ def _ours_post(level, plan, module):
                                     name=level.name)
 
 
+def _ours_post_activation(update: bool):
+    """Post-training with activation-aware scores (Wanda's |w| * ||x||), optionally with the
+    least-squares update of the kept weights; statistics from the last training epoch."""
+
+    def make(level, plan, module):
+        return PostTrainingDataSparsity(DataNormSparsifier, _sparsifier_args(level), param_filter=pruned,
+                                        print_table=False, name=f"{level.name}-act{'-upd' if update else ''}",
+                                        scores="activation", update_weights=update)
+
+    return make
+
+
 def _ours_copy(level, plan, module):
     return TrainingAwareDataSparsity(DataNormSparsifier, _sparsifier_args(level), CubicSLScheduler,
                                      {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": max(1, plan.epochs - 1)},
@@ -282,6 +294,10 @@ def _live_final(cb, module):
 METHODS = [
     Method("dense", "dense", True, lambda level, plan, module: None, _live_final, lambda level: "element"),
     Method("post", "ours: PostTrainingDataSparsity", True, _ours_post, _copy_final, lambda level: "block"),
+    Method("post-act", "ours: PostTrainingDataSparsity(scores='activation')", True, _ours_post_activation(False),
+           _copy_final, lambda level: "block"),
+    Method("post-act-upd", "ours: PostTrainingDataSparsity(scores='activation', update_weights=True)", True,
+           _ours_post_activation(True), _copy_final, lambda level: "block"),
     Method("copy", "ours: TrainingAwareDataSparsity (copy per epoch)", True, _ours_copy, _copy_final, lambda level: "block"),
     Method("inplace", "ours: TrainingAwareDataSparsity(inplace=True), cubic per step", False, _ours_inplace, _live_final,
            lambda level: "block"),
