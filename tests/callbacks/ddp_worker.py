@@ -48,10 +48,12 @@ def main(out_dir: str) -> None:
     pt = PostTrainingDataSparsity(DataNormSparsifier, args, param_filter="*")  # biases (1-D) too
     ta = TrainingAwareDataSparsity(DataNormSparsifier, {**args, "sparsity_level": 0.2}, StepSLScheduler, {"gamma": 1.5},
                                    param_filter="*")
+    # activation-aware scores and the update: statistics summed over both ranks' batches
+    pu = PostTrainingDataSparsity(DataNormSparsifier, args, name="upd", scores="activation", update_weights=True)
     probe, logger = AgreementProbe(), FileLogger()
     trainer = pl.Trainer(
         accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=logger, enable_checkpointing=False,
-        callbacks=[pt, ta, probe],
+        callbacks=[pt, ta, pu, probe],
         enable_progress_bar=False, enable_model_summary=False,
     )
     module = TinyModule()
@@ -60,6 +62,8 @@ def main(out_dir: str) -> None:
         "weights": {n: p.detach() for n, p in module.model.named_parameters()},
         "ta_masks": dict(ta.masks), "pt_masks": dict(pt.masks),
         "pt_copy": {n: p.detach() for n, p in pt.sparsified.named_parameters()},
+        "pu_masks": dict(pu.masks), "pu_copy": {n: p.detach() for n, p in pu.sparsified.named_parameters()},
+        "pu_counts": dict(pu.calibrator.stats.counts),
         "logged": [c for c in logger.calls if any("sparsity" in k for k in c)],
         "agreement": probe.result,
     }, f"{out_dir}/rank{trainer.global_rank}.pt")

@@ -29,5 +29,10 @@ def test_ddp_ranks_agree_and_only_rank_zero_logs(tmp_path):
             assert torch.equal(rank0[key][name], rank1[key][name]), (key, name)
         assert torch.equal(rank0["pt_masks"][name], kernels.block_mask(w, 0.5, (1, 4), 2))
         assert torch.equal(rank0["pt_copy"][name], rank1["pt_copy"][name])
-    assert len(rank0["logged"]) == 3 and rank1["logged"] == []
+    for name, mask in rank0["pu_masks"].items():  # activation-aware scores and the update: the same on both ranks
+        assert torch.equal(mask, rank1["pu_masks"][name]), name
+    for name, w in rank0["pu_copy"].items():
+        assert torch.equal(w, rank1["pu_copy"][name]), name
+    assert rank0["pu_counts"] == rank1["pu_counts"] and rank0["pu_counts"]["mlp.0.weight"] == 128  # both ranks' halves
+    assert len(rank0["logged"]) == 4 and rank1["logged"] == []
     assert rank0["agreement"] == (True, False) and rank1["agreement"] == (True, False)

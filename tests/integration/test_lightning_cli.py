@@ -98,3 +98,17 @@ def test_classes_by_import_path_in_python_and_bad_paths():
         PostTrainingDataSparsity("blocksparsity.StepSLScheduler", {})
     with pytest.raises(TypeError, match=r"data_scheduler_class must be a class"):
         TrainingAwareDataSparsity(DataNormSparsifier, {}, "blocksparsity.callbacks.weight_matrices", {})
+
+
+def test_activation_scores_and_update_from_the_command_line():
+    cli = run_cli(["--trainer.callbacks+=blocksparsity.PostTrainingDataSparsity",
+                   "--trainer.callbacks.data_sparsifier_class=blocksparsity.DataNormSparsifier",
+                   "--trainer.callbacks.data_sparsifier_args={sparsity_level: 0.5, zeros_per_block: 4}",
+                   "--trainer.callbacks.scores=activation", "--trainer.callbacks.update_weights=true",
+                   "--trainer.callbacks.calibration=val", "--trainer.callbacks.calibration_batches=2",
+                   "--trainer.callbacks.damping=0.05"])
+    (pt,) = our_callbacks(cli)
+    options = pt.calibration_options
+    assert (options.scores, options.update_weights, options.calibration, options.calibration_batches,
+            options.damping) == ("activation", True, "val", 2, 0.05)
+    assert pt.data_sparsifier.get_scale("mlp.0.weight") is not None and set(pt.masks) == MATRICES
