@@ -15,6 +15,7 @@ Subcommands (``python -m benchmarks NAME --help`` for each one's options):
     sharded            block_mask on a DTensor sharded over CPU processes, against one process
     semi-structured    dense against 2:4 semi-structured matmuls at chosen shapes (a GPU verdict)
     accuracy           the accuracy study: accuracy against sparsity, against ModelPruning
+    weight-update      the least-squares update of kept weights: time per layer, distance from exact
 Each is also ``python -m benchmarks.<module>`` (``vs-reference`` excepted: it is a harness preset).
 """
 
@@ -38,6 +39,7 @@ SUBCOMMANDS = {
     "sharded": "benchmarks.sharded",
     "semi-structured": "benchmarks.semi_structured",
     "accuracy": "benchmarks.accuracy.__main__",
+    "weight-update": "benchmarks.weight_update",
 }
 # ``vs-reference``: the harness with these arguments first (torch.ao's reference against ours-torch at 4096x4096).
 VS_REFERENCE = ["--device", "cpu", "-k", "block_mask 4096x4096 fp32 L1 zpb", "--contenders", "reference", "ours-torch"]

@@ -39,6 +39,8 @@ _PUBLIC = {
     "load_sparse": "blocksparsity.checkpoint",
     "save_sparse": "blocksparsity.checkpoint",
     "sparsify_state_dict": "blocksparsity.checkpoint",
+    "InputStatistics": "blocksparsity.calibration",
+    "least_squares_update": "blocksparsity.weight_update",
     "is_n_m_sparse": "blocksparsity.export",
     "to_semi_structured": "blocksparsity.export",
 }
@@ -50,6 +52,7 @@ __all__ = [  # the keys of _PUBLIC, and the version
     "CheckpointError",
     "CubicSLScheduler",
     "DataNormSparsifier",
+    "InputStatistics",
     "LambdaSLScheduler",
     "LinearSLScheduler",
     "PostTrainingDataSparsity",
@@ -58,6 +61,7 @@ __all__ = [  # the keys of _PUBLIC, and the version
     "UnknownDataError",
     "__version__",
     "is_n_m_sparse",
+    "least_squares_update",
     "load_sparse",
     "save_sparse",
     "sparsify_state_dict",
@@ -66,10 +70,12 @@ __all__ = [  # the keys of _PUBLIC, and the version
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from blocksparsity.base_sparsifier import SUPPORTED_TYPES, BaseDataSparsifier, UnknownDataError
+    from blocksparsity.calibration import InputStatistics
     from blocksparsity.callbacks import PostTrainingDataSparsity, TrainingAwareDataSparsity
     from blocksparsity.checkpoint import CheckpointError, load_sparse, save_sparse, sparsify_state_dict
     from blocksparsity.export import is_n_m_sparse, to_semi_structured
     from blocksparsity.norm_sparsifier import DataNormSparsifier
+    from blocksparsity.weight_update import least_squares_update
     from blocksparsity.schedulers import (
         BaseDataScheduler,
         CubicSLScheduler,

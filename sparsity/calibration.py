@@ -136,7 +136,7 @@ def _patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if dil > 1:
             x = x[..., ::dil]
     # (B, C, o1.., k1..) -> (B, o1.., C, k1..) -> (positions, C * k1 * ...)
-    b, c = x.shape[:2]
+    c = x.shape[1]
     order = [0, *range(2, 2 + dims), 1, *range(2 + dims, 2 + 2 * dims)]
     return x.permute(order).reshape(-1, c * int(torch.tensor(conv.kernel_size).prod()))
 

@@ -15,8 +15,8 @@ from blocksparsity.kernels.validation import (
     check_backend,
     check_block_shape,
     check_norm,
-    check_scale,
     check_not_float64,
+    check_scale,
     check_zeros_per_block,
 )
 

@@ -130,7 +130,7 @@ def _exact(w: torch.Tensor, mask: torch.Tensor, hd: torch.Tensor, max_bytes: int
 
 def _sweep(w: torch.Tensor, mask: torch.Tensor, hd: torch.Tensor, block_size: int) -> torch.Tensor:
     """SparseGPT's column sweep with the mask given (its Algorithm 1, lazy batch updates)."""
-    rows, n = w.shape
+    n = w.shape[1]
     w = w.clone()
     hinv = torch.cholesky_inverse(torch.linalg.cholesky(hd))
     u = torch.linalg.cholesky(hinv, upper=True)  # Hd^-1 = U^T U
