@@ -75,7 +75,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from blocksparsity.checkpoint import CheckpointError, load_sparse, save_sparse, sparsify_state_dict
     from blocksparsity.export import is_n_m_sparse, to_semi_structured
     from blocksparsity.norm_sparsifier import DataNormSparsifier
-    from blocksparsity.weight_update import least_squares_update
     from blocksparsity.schedulers import (
         BaseDataScheduler,
         CubicSLScheduler,
@@ -83,6 +82,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
         LinearSLScheduler,
         StepSLScheduler,
     )
+    from blocksparsity.weight_update import least_squares_update
 
 
 def __getattr__(name: str) -> Any:
