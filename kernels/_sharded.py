@@ -30,6 +30,11 @@ How, per call, with collectives over small data only:
 
 One host sync at most per call (the public functions' NaN/inf raise); the collectives are
 enqueued on the device. Outputs are DTensors on the input's mesh with its placements.
+
+**Scale** (``check_scale``): replicated (a plain tensor or an all-``Replicate()`` DTensor, any
+broadcast form of the whole 2-D view), each rank reading the lines of its extended shard; or a
+DTensor of ``x``'s shape placed like ``x``, its halo exchanged beside the data's. Its checks
+add one all-gather of each rank's outcome and one sync (the value check's), before step 1.
 """
 
 from __future__ import annotations
