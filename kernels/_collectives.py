@@ -27,6 +27,8 @@ class Traffic:
 
 
 _active: list[Traffic] = []
+# torch 2.13 renamed all_gather_into_tensor (same arguments) and warns on the old name; torch 2.8 has only the old one.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
 
 @contextlib.contextmanager
@@ -59,6 +61,6 @@ def all_gather(t: torch.Tensor, group: dist.ProcessGroup, size: int) -> torch.Te
     Moved as raw bytes, so any dtype works on any backend (gloo has no bfloat16 gather)."""
     flat = t.contiguous().reshape(-1).view(torch.uint8)
     out = torch.empty(size * flat.numel(), dtype=torch.uint8, device=t.device)
-    dist.all_gather_into_tensor(out, flat, group=group)
+    _all_gather_single(out, flat, group=group)
     _record(out.numel())
     return out.view(t.dtype).reshape(size, *t.shape)

@@ -30,6 +30,11 @@ How, per call, with collectives over small data only:
 
 One host sync at most per call (the public functions' NaN/inf raise); the collectives are
 enqueued on the device. Outputs are DTensors on the input's mesh with its placements.
+
+**Scale** (``check_scale``): replicated (a plain tensor or an all-``Replicate()`` DTensor, any
+broadcast form of the whole 2-D view), each rank reading the lines of its extended shard; or a
+DTensor of ``x``'s shape placed like ``x``, its halo exchanged beside the data's. Its checks
+add one all-gather of each rank's outcome and one sync (the value check's), before step 1.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from torch.distributed.tensor.placement_types import Placement
 from blocksparsity.kernels import _collectives, _common
 from blocksparsity.kernels._backend import Backend
 from blocksparsity.kernels._common import PRUNE_ALL_BITS, Threshold, block_grid, cdiv, n_blocks, shape_2d
+from blocksparsity.kernels.validation import SCALE_VALUES_MESSAGE, check_scale_tensor, scale_values_bad, scale_view
 
 
 @dataclass(frozen=True)
@@ -228,12 +234,16 @@ def _row_ties(scores: torch.Tensor, ext: Extended, lay: Layout, threshold: Thres
     return (per_row.cumsum(0) - per_row) + counts[: lay.rank].sum(0) - shared - (here.cumsum(0) - here)
 
 
-def _backend_scores(impl: Backend, ext: Extended, lay: Layout, block_shape: tuple[int, int], norm: str):
-    """Block scores of the extended shard and its local non-finite flag (empty shards: none)."""
+def _backend_scores(impl: Backend, ext: Extended, lay: Layout, block_shape: tuple[int, int], norm: str,
+                    scale: torch.Tensor | None = None):
+    """Block scores of the extended shard and its local non-finite flag (empty shards: none);
+    ``scale``: None, or the extended shard's part of the scale (``_extended_scale``)."""
     if ext.data.numel() == 0:
         return torch.empty(block_grid(ext.data.shape, block_shape), dtype=torch.float32, device=ext.data.device), torch.zeros(
             (), dtype=torch.bool, device=ext.data.device)
-    return impl.block_norm(ext.data, block_shape, norm)
+    if scale is None:
+        return impl.block_norm(ext.data, block_shape, norm)
+    return impl.block_norm(ext.data, block_shape, norm, scale=scale)
 
 
 def _extended_local(x: DTensor, lay: Layout, block_shape: tuple[int, int]) -> tuple[torch.Tensor, Extended]:
@@ -243,19 +253,125 @@ def _extended_local(x: DTensor, lay: Layout, block_shape: tuple[int, int]) -> tu
     return local2d, extend(local2d, lay, block_shape[lay.axis])
 
 
+# ---------------------------------------------------------------- scale
+def check_scale(scale: torch.Tensor, x: DTensor) -> torch.Tensor:
+    """``validation.check_scale`` for a DTensor ``x``. Accepted:
+
+    * a plain tensor, one of the broadcast forms of the 2-D view of the whole ``x`` (``(1, W)``,
+      ``(W,)``, ``(H, 1)``, ``(H, W)``, one value), the same on every rank (replicated; each
+      rank reads the lines its shard and halo need);
+    * a DTensor on ``x``'s mesh, ``Replicate()`` on every mesh dim: its local tensor, as above;
+    * a DTensor of ``x``'s shape placed like ``x`` (each rank holds the scale of its own shard).
+
+    Returns the plain 2-D view broadcast to ``(H, W)`` (the first two), or the DTensor (the
+    third). The checks of this rank run first, with no collective; then the ranks of the
+    sharded mesh dim all-gather one (outcome, bad values) pair each and read it on the host
+    (the one sync); a rank whose own scale was refused raises its own error, the others a
+    ``ValueError``/``TypeError`` naming ``scale`` and the refusing ranks, so no rank is left
+    waiting in a later collective. Replicated ``x`` (no sharded mesh dim): local checks only."""
+    lay = layout(x)  # x's placement errors first: the same on every rank
+    error: TypeError | ValueError | None = None
+    checked, bad = None, torch.zeros((), dtype=torch.bool, device=x.device)
+    try:
+        checked, values = _scale_here(scale, x)
+        bad = scale_values_bad(values)
+    except (TypeError, ValueError) as err:
+        error = err
+    if lay.axis is None:
+        if error is not None:
+            raise error
+        if bool(bad):
+            raise ValueError(SCALE_VALUES_MESSAGE)
+        return checked
+    outcome = torch.stack([torch.tensor(_REFUSAL_CODES.get(type(error), 0), device=bad.device), bad.to(torch.int64)])
+    outcomes = _collectives.all_gather(outcome, lay.group, lay.size).tolist()  # the one sync
+    if error is not None:
+        raise error
+    refused = [q for q, (code, _) in enumerate(outcomes) if code]
+    if refused:
+        kind = TypeError if any(outcomes[q][0] == _REFUSAL_CODES[TypeError] for q in refused) else ValueError
+        raise kind(f"scale was refused on rank(s) {refused} of x's sharded mesh dim {lay.mesh_dim} (see the error "
+                   "there); every rank must pass a valid scale")
+    holding = [q for q, (_, has_bad) in enumerate(outcomes) if has_bad]
+    if holding:
+        where = "" if not isinstance(scale, DTensor) or _replicated(scale) else f" (in the shards of rank(s) {holding})"
+        raise ValueError(SCALE_VALUES_MESSAGE + where)
+    return checked
+
+
+_REFUSAL_CODES = {ValueError: 1, TypeError: 2}
+
+
+def _replicated(t: DTensor) -> bool:
+    return all(isinstance(p, Replicate) for p in t.placements)
+
+
+def _scale_here(scale: torch.Tensor, x: DTensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's checks of a scale for DTensor ``x`` (no collective, no sync): the scale as
+    ``check_scale`` returns it, and the values this rank checks (its local tensor)."""
+    shape2d = shape_2d(x.shape)
+    if not isinstance(scale, DTensor):
+        return scale_view(scale, shape2d, x.device), scale
+    if scale.device_mesh != x.device_mesh:
+        raise ValueError(f"scale is a DTensor on mesh {scale.device_mesh}, but x is on mesh {x.device_mesh}; "
+                         "a DTensor scale must be on x's mesh")
+    local = scale.to_local()
+    if _replicated(scale):
+        return scale_view(local, shape2d, x.device), local
+    if tuple(scale.placements) != tuple(x.placements) or scale.shape != x.shape:
+        raise ValueError(
+            f"scale is a DTensor of shape {tuple(scale.shape)} with placements {tuple(scale.placements)}; with a "
+            f"DTensor x it must be of x's shape {tuple(x.shape)} placed like x {tuple(x.placements)}, or replicated "
+            "(a plain tensor or Replicate() on every mesh dim) in one of the broadcast forms of the 2-D view "
+            f"{shape2d}: (1, W), (H, 1), (H, W) or one value"
+        )
+    if local.shape != x.to_local().shape:
+        raise ValueError(f"scale's local shard on this rank has shape {tuple(local.shape)}, but x's has "
+                         f"{tuple(x.to_local().shape)}; a scale placed like x must be split like x")
+    check_scale_tensor(local, x.device)
+    return scale, local
+
+
+def _extended_scale(scale: torch.Tensor | None, lay: Layout, ext: Extended,
+                    block_shape: tuple[int, int]) -> torch.Tensor | None:
+    """The scale of the extended shard's elements, broadcast to ``ext.data``'s shape (a view,
+    or for a scale placed like ``x`` its local shard extended by the same halo as the data:
+    one more all-gather, only where a shard boundary cuts a block)."""
+    if scale is None:
+        return None
+    if not isinstance(scale, DTensor):  # the whole 2-D view, broadcast: read the lines needed
+        return _lines(scale, lay.axis, ext.lo, ext.data.shape[lay.axis])
+    local = scale.to_local()
+    local2d = local.reshape(lay.length, lay.shape2d[1]) if lay.axis == 0 else local.reshape(lay.shape2d[0], lay.length)
+    return extend(local2d, lay, block_shape[lay.axis]).data
+
+
+def _ranked_data(data: torch.Tensor, scale: torch.Tensor | None, block_shape: tuple[int, int],
+                 zeros_per_block: int) -> torch.Tensor:
+    """What ``block_mask_given`` ranks inside the pruned blocks: the data, or with a scale
+    ``t = float32(|x|) * float32(scale)`` (whose ``|t|`` orders as the scaled backends rank).
+    ``block_mask_given`` takes no scale, so ``t`` is made as a float32 copy of the extended
+    shard, and only where ranks matter (``0 < zeros_per_block < block size``)."""
+    if scale is None or not 0 < zeros_per_block < block_shape[0] * block_shape[1]:
+        return data
+    return torch.mul(data, scale if scale.dtype == torch.float32 else scale.float()).abs_()
+
+
 def block_mask(
     x: DTensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str, impl: Backend,
-    replicated: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    replicated: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], scale: torch.Tensor | None = None,
 ) -> tuple[DTensor, torch.Tensor]:
     """Keep-mask of ``x`` pruning its ``k`` lowest-scoring blocks (over the whole tensor), as a
     DTensor placed like ``x``, and the 0-dim bool non-finite flag of the whole tensor (not synced).
-    ``replicated`` computes the mask of a whole local tensor (every mesh dim replicates)."""
+    ``replicated`` computes the mask of a whole local tensor (every mesh dim replicates; it
+    applies the scale itself). ``scale``: None, or as ``check_scale`` returns it."""
     lay = layout(x)
     if lay.axis is None:
         mask, bad = replicated(x.to_local())
         return _like(x, mask), bad
     local2d, ext = _extended_local(x, lay, block_shape)
-    scores, bad = _backend_scores(impl, ext, lay, block_shape, norm)
+    ext_scale = _extended_scale(scale, lay, ext, block_shape)
+    scores, bad = _backend_scores(impl, ext, lay, block_shape, norm, ext_scale)
     if 0 < k < n_blocks(lay.shape2d, block_shape):
         reduce = _SumOverRanks(lay.group, bad)
         threshold = impl.select_threshold(_owned(scores, ext, lay.axis), k, reduce)
@@ -268,14 +384,15 @@ def block_mask(
     if zeros_per_block == 0 or ext.data.numel() == 0:
         mask2d = torch.ones(local2d.shape, dtype=torch.bool, device=local2d.device)
     else:
-        full = impl.block_mask_given(ext.data, scores, threshold, row_ties, block_shape, zeros_per_block, norm)
+        ranked = _ranked_data(ext.data, ext_scale, block_shape, zeros_per_block)
+        full = impl.block_mask_given(ranked, scores, threshold, row_ties, block_shape, zeros_per_block, norm)
         mask2d = _lines(full, lay.axis, lay.start - ext.lo, lay.length).contiguous()
     return _like(x, mask2d.reshape(x.to_local().shape)), bad
 
 
 def block_norm(
     x: DTensor, block_shape: tuple[int, int], norm: str, impl: Backend,
-    replicated: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    replicated: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], scale: torch.Tensor | None = None,
 ) -> tuple[DTensor, torch.Tensor]:
     """Block scores of ``x`` as a DTensor of the block grid's shape, and the non-finite flag.
 
@@ -289,7 +406,7 @@ def block_norm(
         scores, bad = replicated(x.to_local())
         return DTensor.from_local(scores, x.device_mesh, x.placements, run_check=False), bad
     _, ext = _extended_local(x, lay, block_shape)
-    scores, bad = _backend_scores(impl, ext, lay, block_shape, norm)
+    scores, bad = _backend_scores(impl, ext, lay, block_shape, norm, _extended_scale(scale, lay, ext, block_shape))
     bad = _collectives.all_reduce_sum(bad.to(torch.int32).reshape(1), lay.group)[0] != 0
     owned = _owned(scores, ext, lay.axis)
     b = block_shape[lay.axis]

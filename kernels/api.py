@@ -111,7 +111,8 @@ def block_norm(
     s2 = check_scale(scale, x)
     impl = _dispatch.resolve(backend, x.device)
     if is_dtensor(x):
-        scores, bad = _sharded().block_norm(x, bs, norm, impl, lambda local: _block_norm(local, bs, norm, impl))
+        scores, bad = _sharded().block_norm(x, bs, norm, impl, lambda local: _block_norm(local, bs, norm, impl, s2),
+                                            scale=s2)
     else:
         scores, bad = _block_norm(x, bs, norm, impl, s2)
     raise_if_nonfinite(bad)
@@ -135,7 +136,7 @@ class _MaskCall(NamedTuple):
     zeros_per_block: int
     norm: str
     impl: Backend
-    scale: torch.Tensor | None = None  # broadcast (a view) to x's 2-D shape
+    scale: torch.Tensor | None = None  # broadcast (a view) to x's 2-D shape; or a DTensor placed like a DTensor x
 
 
 def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per_block: object, norm: object,
@@ -166,7 +167,8 @@ def _masks(call: _MaskCall) -> tuple[torch.Tensor, torch.Tensor]:
         return mask.reshape(x.shape), bad
 
     if is_dtensor(call.x):
-        return _sharded().block_mask(call.x, call.k, call.block_shape, call.zeros_per_block, call.norm, call.impl, local)
+        return _sharded().block_mask(call.x, call.k, call.block_shape, call.zeros_per_block, call.norm, call.impl, local,
+                                     scale=call.scale)
     return local(call.x)
 
 
@@ -212,8 +214,8 @@ def block_mask(
 
     ``scale`` (optional; ``validation.check_scale`` states its forms): scores and in-block
     ranks use ``t = float32(|x|) * float32(scale)`` (L1) or ``t*t`` (L2) in place of ``|x|``
-    or ``x*x``, computed chunk by chunk or tile by tile (no scaled copy of ``x``); every backend takes it
-    (not DTensor data yet).
+    or ``x*x``, computed chunk by chunk or tile by tile (no scaled copy of ``x``); every backend takes it,
+    and DTensor data (a replicated scale of the whole tensor, or a DTensor scale placed like ``x``).
     """
     mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, scale=scale,
                                      backend=backend)

@@ -181,26 +181,60 @@ def check_scale(scale: object, x: torch.Tensor) -> torch.Tensor | None:
     value (``()``, ``(1,)``, ``(1, 1)``); every value finite, ``>= 0`` and within float32's
     range. Returns ``scale`` as a 2-D view broadcast (``expand``, no copy) to ``(H, W)``, or
     None. The value check reads one flag on the host (one sync), before any data is read.
-    ``x`` must be a plain tensor: a scale for a DTensor ``x`` is refused (not supported yet)."""
+
+    For a DTensor ``x`` (``blocksparsity.kernels._sharded.check_scale``): ``scale`` is a plain
+    tensor of one of the forms above, the same on every rank (replicated), or a DTensor on
+    ``x``'s mesh that is either ``Replicate()`` on every mesh dim (any form above) or of
+    ``x``'s shape and placed like ``x``. Every rank of the sharded mesh dim learns whether any
+    rank's scale was refused (one small all-gather, then the one sync) and raises, so that no
+    rank goes on to the collectives alone. A DTensor ``scale`` with a plain ``x`` is refused."""
     if scale is None:
         return None
     if not isinstance(scale, torch.Tensor):
         raise TypeError(f"scale must be a torch.Tensor or None; got {type(scale).__name__}")
-    if is_dtensor(x) or is_dtensor(scale):
-        raise ValueError("scale is not supported for DTensor (sharded) data yet; pass a plain tensor x, or scale=None")
-    if scale.layout != torch.strided or scale.is_meta:
-        raise TypeError(f"scale must be a dense tensor with data; got layout {scale.layout}, device {scale.device}")
-    if scale.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"scale must be float16, bfloat16, float32 or float64; got {dtype_name(scale.dtype)}")
-    h, w = shape_2d(x.shape)
+    if is_dtensor(x):
+        from blocksparsity.kernels import _sharded  # torch.distributed only where DTensors exist
+
+        return _sharded.check_scale(scale, x)
+    if is_dtensor(scale):
+        raise TypeError("scale is a DTensor but x is not; pass a plain scale with a plain x")
+    s2 = scale_view(scale, shape_2d(x.shape), x.device)
+    if bool(scale_values_bad(scale)):
+        raise ValueError(SCALE_VALUES_MESSAGE)
+    return s2
+
+
+SCALE_VALUES_MESSAGE = "scale must be finite, >= 0 and within float32's range; it holds a negative, NaN or inf value"
+
+
+def scale_view(scale: torch.Tensor, shape2d: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """``check_scale``'s checks of everything but the values (a plain ``scale``, no sync):
+    returns ``scale`` as a 2-D view broadcast to ``shape2d``."""
+    check_scale_tensor(scale)
+    h, w = shape2d
     s2 = scale.reshape((1,) * (2 - scale.dim()) + tuple(scale.shape)) if scale.dim() <= 2 else None
     if s2 is None or s2.shape[0] not in (1, h) or s2.shape[1] not in (1, w):
         raise ValueError(
             f"scale must broadcast to the 2-D view {(h, w)} of x: (1, {w}) per column, ({h}, 1) per row, "
             f"({h}, {w}) or one value; got shape {tuple(scale.shape)}"
         )
-    if scale.device != x.device:
-        raise ValueError(f"scale must be on x's device {x.device}; got {scale.device}")
-    if scale.numel() and not bool(((scale >= 0) & (scale <= _FLOAT32_MAX)).all()):
-        raise ValueError("scale must be finite, >= 0 and within float32's range; it holds a negative, NaN or inf value")
+    if scale.device != device:
+        raise ValueError(f"scale must be on x's device {device}; got {scale.device}")
     return s2.expand(h, w)
+
+
+def check_scale_tensor(scale: torch.Tensor, device: torch.device | None = None) -> None:
+    """A scale must be a dense float tensor with data (and, where ``device`` is given, on it)."""
+    if scale.layout != torch.strided or scale.is_meta:
+        raise TypeError(f"scale must be a dense tensor with data; got layout {scale.layout}, device {scale.device}")
+    if scale.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"scale must be float16, bfloat16, float32 or float64; got {dtype_name(scale.dtype)}")
+    if device is not None and scale.device != device:
+        raise ValueError(f"scale must be on x's device {device}; got {scale.device}")
+
+
+def scale_values_bad(scale: torch.Tensor) -> torch.Tensor:
+    """0-dim bool (no sync): does ``scale`` (plain) hold a negative, NaN, inf or beyond-float32 value?"""
+    if not scale.numel():
+        return torch.zeros((), dtype=torch.bool, device=scale.device)
+    return ~((scale >= 0) & (scale <= _FLOAT32_MAX)).all()

@@ -1,5 +1,5 @@
 """Sharded (DTensor / FSDP2) kernels and sparsifier on 2 CPU processes (gloo), against the
-same calls on the unsharded tensors, bit for bit. Each rank writes what it checked and
+same calls on the unsharded tensors, bit for bit (with and without ``scale=``). Each rank writes what it checked and
 every mismatch to OUT_DIR/rank<r>.json. With ``cuda``: 2 GPUs (NCCL), the sharded calls
 on the default backend (Triton) against the torch backend on the whole tensors.
 Usage: python tests/kernels/sharded_worker.py OUT_DIR PORT [cpu|cuda]"""
@@ -23,6 +23,7 @@ from torch.distributed.tensor.placement_types import _StridedShard
 
 from blocksparsity import DataNormSparsifier, kernels
 from blocksparsity.distributed import assert_masks_agree, count_zeros, disagreeing_masks
+from blocksparsity.kernels import naive
 from blocksparsity.kernels._collectives import count_traffic
 from tests.helpers import warning_filters
 
@@ -97,6 +98,146 @@ def check_kernels(checks: Checks, mesh) -> None:
     r = distribute_tensor(x, mesh, [Replicate()], src_data_rank=None)
     got, expected = kernels.block_mask(r, 0.5, (2, 2)), kernels.block_mask(x, 0.5, (2, 2))
     checks.check("replicate", got.placements == (Replicate(),) and torch.equal(got.to_local(), expected), "replicate")
+
+
+SCALE_FORMS = ("col", "col1d", "row", "full", "one", "replicated", "like_x")
+SCALE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def scale_for(x: torch.Tensor, form: str, kind: str, seed: int, dtype: torch.dtype) -> torch.Tensor:
+    """A plain scale of ``form`` for (the whole) ``x``: "like_x" has x's own shape (N-D too),
+    "replicated" is per row or per column; ties: exact products, zeros included."""
+    h, w = naive.as_2d(x).shape
+    shape = {"col": (1, w), "col1d": (w,), "row": (h, 1), "full": (h, w), "one": (), "like_x": tuple(x.shape),
+             "replicated": (h, 1) if seed % 2 else (1, w)}[form]
+    g = torch.Generator().manual_seed(seed + 1000)
+    if kind == "ties":
+        s = torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0])[torch.randint(0, 5, shape, generator=g)]
+    else:
+        s = torch.rand(shape, generator=g) * 3
+    return s.to(dtype=dtype, device=DEVICE)
+
+
+def placed_scale(s: torch.Tensor, form: str, mesh, placement) -> torch.Tensor:
+    """The scale as the sharded call takes it: plain, replicated, or placed like x."""
+    if form == "replicated":
+        return distribute_tensor(s, mesh, [Replicate()], src_data_rank=None)
+    if form == "like_x":
+        return distribute_tensor(s, mesh, [placement], src_data_rank=None)
+    return s
+
+
+def check_scale(checks: Checks, mesh) -> None:
+    """``scale=`` on sharded data: every form, against the unsharded call with the same scale
+    (and, on tie-heavy data with exact products, the reference ``naive``)."""
+    seed = 0
+    for shape, bs, kind in itertools.product(SHAPES, BLOCKS, ("random", "ties")):
+        for dim in range(min(2, len(shape))):
+            seed += 1
+            dtype = torch.bfloat16 if seed % 3 == 0 else torch.float32
+            x = data(shape, seed, kind, dtype)
+            d = distribute_tensor(x, mesh, [Shard(dim)], src_data_rank=None)
+            h, w = naive.as_2d(x).shape
+            for i in range(seed, seed + 3):  # 3 of the 7 forms per case, rotating: each form meets every case kind
+                form = SCALE_FORMS[i % len(SCALE_FORMS)]
+                s = scale_for(x, form, kind, i, SCALE_DTYPES[(i + seed // 7) % 4])
+                given = placed_scale(s, form, mesh, Shard(dim))
+                plain = s.reshape(h, w) if form == "like_x" else s
+                level = LEVELS[(i + seed // 4) % 4]
+                zpb = (None, 1, bs[0] * bs[1] - 1)[(i + seed // 3) % 3]
+                norm = ("L1", "L2")[(i + seed // 2) % 2]
+                case = (shape, bs, kind, f"Shard({dim})", dtype, form, s.dtype, level, zpb, norm)
+                expected = kernels.block_mask(x, level, bs, zpb, norm, scale=plain, backend="torch")
+                got = kernels.block_mask(d, level, bs, zpb, norm, scale=given, backend=BACKEND)
+                checks.check("scale_block_mask", got.placements == d.placements
+                             and torch.equal(got.full_tensor(), expected), case)
+                if kind == "ties":
+                    reference = naive.block_mask(x.cpu(), level, bs, zpb, norm, plain.cpu())
+                    checks.check("scale_naive", torch.equal(got.full_tensor().cpu(), reference), case)
+                if i == seed:
+                    expected = kernels.block_norm(x, bs, norm, scale=plain, backend="torch")
+                    got = kernels.block_norm(d, bs, norm, scale=given, backend=BACKEND)
+                    checks.check("scale_block_norm", torch.equal(got.full_tensor(), expected), case)
+            # sparsify in place, with the scale placed like x
+            s = scale_for(x, "like_x", kind, seed, torch.float32)
+            expected_sparse, expected_mask = kernels.sparsify(x, 0.5, bs, 1, scale=s.reshape(h, w), backend="torch")
+            _, mask = kernels.sparsify(d, 0.5, bs, 1, scale=placed_scale(s, "like_x", mesh, Shard(dim)),
+                                       inplace=True, backend=BACKEND)
+            checks.check("scale_sparsify", torch.equal(mask.full_tensor(), expected_mask)
+                         and torch.equal(d.full_tensor(), expected_sparse), (shape, bs, kind, dim))
+    # every mesh dim replicates: the local call, with a plain or a replicated scale
+    x = data((8, 16), 2, "random")
+    r = distribute_tensor(x, mesh, [Replicate()], src_data_rank=None)
+    s = scale_for(x, "col", "random", 2, torch.float32)
+    expected = kernels.block_mask(x, 0.5, (2, 2), 1, scale=s)
+    for given in (s, distribute_tensor(s, mesh, [Replicate()], src_data_rank=None)):
+        got = kernels.block_mask(r, 0.5, (2, 2), 1, scale=given)
+        checks.check("scale_replicate", got.placements == (Replicate(),) and torch.equal(got.to_local(), expected), "")
+
+
+def refuses(fn, kinds) -> str | None:
+    """None when ``fn()`` raises one of ``kinds`` naming ``scale``; else what happened."""
+    try:
+        fn()
+    except kinds as err:
+        return None if "scale" in str(err) else f"{type(err).__name__} not naming scale: {err}"
+    except Exception as err:  # reported as a failure
+        return f"{type(err).__name__}: {err}"
+    return "no error"
+
+
+def check_bad_scale(checks: Checks, mesh) -> None:
+    """A bad scale with DTensor data: TypeError/ValueError naming ``scale`` on every rank (also
+    where only one rank's scale is bad), the data untouched, and the next call still in step."""
+    rank = dist.get_rank()
+    mesh2 = init_device_mesh(DEVICE, (WORLD, 1))
+    for dim in (0, 1):
+        x = data((7, 10), 21 + dim, "random")
+        d = distribute_tensor(x, mesh, [Shard(dim)], src_data_rank=None)
+        ones = torch.ones(1, 10, device=DEVICE)
+        full = torch.rand(7, 10, device=DEVICE)
+        other = Shard(1 - dim)
+        one_rank_nan = full.clone()
+        one_rank_nan[6, 9] = float("nan")  # in rank 1's shard for both placements
+        cases = {
+            "shape": (ones[:, :9], ValueError),
+            "int dtype": (torch.ones(1, 10, dtype=torch.int32, device=DEVICE), TypeError),
+            "complex": (torch.ones(1, 10, dtype=torch.complex64, device=DEVICE), TypeError),
+            "meta": (torch.ones(1, 10, device="meta"), TypeError),
+            "not a tensor": ([1.0] * 10, TypeError),
+            "negative": (-ones, ValueError),
+            "nan": (ones * float("nan"), ValueError),
+            "inf": (ones * float("inf"), ValueError),
+            "beyond float32": (torch.full((1, 10), 1e39, dtype=torch.float64, device=DEVICE), ValueError),
+            "placement": (distribute_tensor(full, mesh, [other], src_data_rank=None), ValueError),
+            "sharded broadcast form": (distribute_tensor(ones, mesh, [Shard(1)], src_data_rank=None), ValueError),
+            "other mesh": (distribute_tensor(full, mesh2, [Shard(dim), Replicate()], src_data_rank=None), ValueError),
+            "nan in one rank's shard": (distribute_tensor(one_rank_nan, mesh, [Shard(dim)], src_data_rank=None),
+                                        ValueError),
+            "only rank 1 negative": (-ones if rank == 1 else ones, ValueError),
+            "only rank 0 wrong shape": (ones[:, :9] if rank == 0 else ones, ValueError),
+            "only rank 1 int dtype": (ones.int() if rank == 1 else ones, TypeError),
+        }
+        before = d.to_local().clone()
+        for what, (scale, kind) in cases.items():
+            for name, call in (
+                ("block_mask", lambda d=d, scale=scale: kernels.block_mask(d, 0.5, (2, 2), 1, scale=scale,
+                                                                           backend=BACKEND)),
+                ("block_norm", lambda d=d, scale=scale: kernels.block_norm(d, (2, 2), scale=scale, backend=BACKEND)),
+                ("sparsify", lambda d=d, scale=scale: kernels.sparsify(d, 0.5, (2, 2), 1, scale=scale, inplace=True,
+                                                                       backend=BACKEND)),
+            ):
+                problem = refuses(call, kind)
+                checks.check("scale_refusal", problem is None and torch.equal(d.to_local(), before),
+                             (f"Shard({dim})", what, name, problem))
+        # still in step: the next call's collectives pair up
+        got = kernels.block_mask(d, 0.5, (2, 2), 1, scale=ones, backend=BACKEND)
+        checks.check("scale_refusal", torch.equal(got.full_tensor(), kernels.block_mask(x, 0.5, (2, 2), 1, scale=ones)),
+                     "after the refusals")
+    problem = refuses(lambda: kernels.block_mask(data((4, 8), 1, "random"), 0.5,
+                                                 scale=distribute_tensor(torch.ones(4, 8, device=DEVICE), mesh,
+                                                                         [Shard(0)], src_data_rank=None)), TypeError)
+    checks.check("scale_refusal", problem is None, ("DTensor scale with plain x", problem))
 
 
 def check_fully_shard(checks: Checks, mesh) -> None:
@@ -259,6 +400,15 @@ def measure_traffic(checks: Checks, mesh) -> dict:
             kernels.block_mask(d, 0.5, bs, backend=BACKEND)
         out[f"{shape}/{bs}/Shard({dim})"] = {"calls": traffic.calls, "bytes": traffic.bytes,
                                              "param_bytes": x.numel() * x.element_size()}
+    # with a scale: replicated per column, and placed like x where the boundary cuts blocks
+    for shape, bs, form in (((64, 64), (1, 4), "col"), ((62, 64), (4, 4), "like_x")):
+        x = data(shape, 7, "random")
+        d = distribute_tensor(x, mesh, [Shard(0)], src_data_rank=None)
+        scale = placed_scale(scale_for(x, form, "random", 7, torch.float32), form, mesh, Shard(0))
+        with count_traffic() as traffic:
+            kernels.block_mask(d, 0.5, bs, scale=scale, backend=BACKEND)
+        out[f"{shape}/{bs}/Shard(0)/scale={form}"] = {"calls": traffic.calls, "bytes": traffic.bytes,
+                                                      "param_bytes": x.numel() * x.element_size()}
     return out
 
 
@@ -272,8 +422,8 @@ def run(rank: int, out_dir: str, port: str) -> None:
     mesh = init_device_mesh(DEVICE, (WORLD,))
     checks, traffic = Checks(), {}
     try:
-        for step in (check_kernels, check_fully_shard, check_sparsifier, check_refusals, check_agreement,
-                     check_wide_counts):
+        for step in (check_kernels, check_scale, check_bad_scale, check_fully_shard, check_sparsifier, check_refusals,
+                     check_agreement, check_wide_counts):
             step(checks, mesh)
         traffic = measure_traffic(checks, mesh)
     except Exception:

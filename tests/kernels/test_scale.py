@@ -5,7 +5,7 @@ bit-equal to no scale; every bad ``scale`` refused, naming it, with the data unt
 The Triton backend (under the interpreter on small tensors, or on CUDA) against the same
 definition, masks and scores bit-equal, over its tile, flat and loop paths and strided layouts.
 
-DTensor data does not take a scale yet: it is refused (tested here)."""
+DTensor data with a scale: tests/kernels/test_sharded.py (2 ranks); one rank here."""
 
 from __future__ import annotations
 
@@ -275,8 +275,9 @@ def test_auto_with_scale_runs():
     assert torch.equal(kernels.block_mask(x, 0.5, scale=torch.ones(1, 8), backend="auto"), kernels.block_mask(x, 0.5))
 
 
-def test_dtensor_refuses_scale_for_now(tmp_path):
-    """Sharded (DTensor) data with a scale is refused, naming ``scale`` (one gloo rank)."""
+def test_dtensor_takes_scale_on_one_rank(tmp_path):
+    """Sharded (DTensor) data takes a scale (one gloo rank here; two ranks, every form and the
+    refusals on every rank: tests/kernels/test_sharded.py); a DTensor scale with plain data is refused."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
@@ -285,10 +286,13 @@ def test_dtensor_refuses_scale_for_now(tmp_path):
         pytest.skip("a process group already exists")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
     try:
-        x = distribute_tensor(torch.randn(4, 8), init_device_mesh("cpu", (1,)), [Shard(0)])
+        plain, scale = torch.randn(4, 8), torch.rand(1, 8)
+        x = distribute_tensor(plain, init_device_mesh("cpu", (1,)), [Shard(0)])
+        assert torch.equal(kernels.block_mask(x, 0.5, scale=scale).full_tensor(), kernels.block_mask(plain, 0.5, scale=scale))
+        assert torch.equal(kernels.block_norm(x, scale=scale).full_tensor(), kernels.block_norm(plain, scale=scale))
         with pytest.raises(ValueError, match="scale"):
-            kernels.block_mask(x, 0.5, scale=torch.ones(1, 8))
-        with pytest.raises(ValueError, match="scale"):
-            kernels.block_norm(x, scale=torch.ones(1, 8))
+            kernels.block_mask(x, 0.5, scale=-scale)
+        with pytest.raises(TypeError, match="scale"):
+            kernels.block_mask(plain, 0.5, scale=distribute_tensor(torch.ones(4, 8), x.device_mesh, [Shard(0)]))
     finally:
         dist.destroy_process_group()

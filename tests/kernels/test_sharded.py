@@ -1,6 +1,7 @@
 """Sharded (DTensor / FSDP2) data on 2 CPU processes (gloo): masks, norms, sparsify and
 apply_mask equal the unsharded calls bit for bit (row and column shards, uneven and empty
-shards, blocks straddling shard boundaries, ties, levels 0 to 1, fp32 and bf16); the
+shards, blocks straddling shard boundaries, ties, levels 0 to 1, fp32 and bf16, with and
+without ``scale=``, whose bad values every rank refuses); the
 sparsifier over a fully_shard-ed model; refused placements; the cross-rank mask check;
 and the bytes the collectives move. One subprocess runs every case (tests/kernels/sharded_worker.py)."""
 
@@ -54,6 +55,29 @@ def test_every_sharded_result_equals_the_unsharded_one(ranks):
 
 
 @pytest.mark.slow
+def test_scaled_sharded_results_equal_the_unsharded_ones(ranks):
+    """``scale=`` on DTensor data: every broadcast form (plain, replicated DTensor) and a DTensor
+    scale placed like x, Shard(0)/Shard(1), uneven and empty shards, cut blocks, ties, fp32/bf16
+    data, fp16/bf16/fp32/fp64 scales: masks, scores and sparsify equal the unsharded calls with
+    the same scale, and the masks on tie-heavy data equal the reference ``naive``."""
+    for rank in ranks:
+        assert rank["failures"] == []
+        counts = rank["counts"]
+        assert counts["scale_block_mask"] >= 300 and counts["scale_naive"] >= 150
+        assert counts["scale_block_norm"] >= 100 and counts["scale_sparsify"] >= 100 and counts["scale_replicate"] == 2
+
+
+@pytest.mark.slow
+def test_bad_scale_with_sharded_data_raises_on_every_rank(ranks):
+    """Bad scales (shape, dtype, meta, not a tensor, negative, NaN, inf, beyond float32, a DTensor
+    placed otherwise or on another mesh, a NaN in one rank's shard, and a bad scale on one rank
+    only) raise TypeError/ValueError naming scale on both ranks, through block_mask, block_norm
+    and sparsify(inplace=True), with the data untouched; the next call still pairs its collectives."""
+    for rank in ranks:
+        assert rank["failures"] == [] and rank["counts"]["scale_refusal"] == 2 * (16 * 3 + 1) + 1
+
+
+@pytest.mark.slow
 def test_refused_placements_and_the_cross_rank_check(ranks):
     for rank in ranks:
         assert rank["counts"]["refusal"] == 4 and rank["counts"]["agree"] == 3 and rank["counts"]["count_zeros"] == 1
@@ -80,6 +104,12 @@ def test_bytes_communicated(ranks):
     # 62 rows split 31 + 31 cut a block row: one all-gather of each rank's first and last 3 rows
     assert traffic["(62, 64)/(4, 4)/Shard(0)"] == {"calls": 5, "bytes": histograms + 2 * 8 + 2 * 6 * 64 * 4,
                                                    "param_bytes": 62 * 64 * 4}
+    # a scale adds one all-gather of every rank's check outcome (two int64 each) ...
+    assert traffic["(64, 64)/(1, 4)/Shard(0)/scale=col"] == {"calls": 5, "bytes": histograms + 2 * 8 + 2 * 16,
+                                                             "param_bytes": 64 * 64 * 4}
+    # ... and, placed like x where a boundary cuts blocks, the halo of the scale too
+    assert traffic["(62, 64)/(4, 4)/Shard(0)/scale=like_x"] == {
+        "calls": 7, "bytes": histograms + 2 * 8 + 2 * 16 + 2 * (2 * 6 * 64 * 4), "param_bytes": 62 * 64 * 4}
 
 
 @pytest.mark.cuda
