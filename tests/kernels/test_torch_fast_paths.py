@@ -1,5 +1,6 @@
 """The torch backend's speed paths against the plain expressions they replace, bit for bit:
-the mask applied as a bitwise AND on the data's bits (``_torch.apply_mask.multiply``)."""
+the mask applied as a bitwise AND on the data's bits (``_torch.apply_mask.multiply``), tie
+indices found a word at a time, float16/bfloat16 laid out by position without a float32 copy."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 
 from blocksparsity import kernels
+from blocksparsity.kernels import naive
 from blocksparsity.kernels._torch import _config as torch_config
 from blocksparsity.kernels._torch.apply_mask import multiply
+from blocksparsity.kernels._torch.select import indices_equal
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -51,3 +54,28 @@ def test_apply_mask_and_sparsify_keep_the_sign_of_zeroed_elements(dtype):
     if dtype != torch.float64:
         y, m = kernels.sparsify(x, 0.5, (1, 4), 2, backend="torch")
         assert torch.equal(_bits(y), _bits(x * m))
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 64, 1001])
+@pytest.mark.parametrize("share", [0.0, 0.01, 0.5, 1.0])
+def test_indices_equal_is_nonzero_of_the_compare(n, share):
+    """The tie indices found 8 compares at a time (``select.indices_equal``) against the plain
+    ``nonzero``: lengths that do and do not fill a word, no match, every value matching."""
+    values = (torch.rand(n, generator=torch.Generator().manual_seed(n)) < share).to(torch.int32) * 5
+    target = torch.tensor(5, dtype=torch.int32)
+    assert torch.equal(indices_equal(values, target), (values == target).nonzero().squeeze(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(7, 13), (9, 30), (64, 64)])
+@pytest.mark.parametrize("block_shape, zpb", [((1, 4), 2), ((2, 3), 4), ((4, 4), 5), ((1, 17), 9)])
+def test_low_precision_ranks_cast_by_position_equal_naive(dtype, shape, block_shape, zpb, monkeypatch):
+    """float16/bfloat16 chunks laid out by position straight from x (no float32 copy of the
+    chunk) give naive's masks: small chunks, partial edge blocks, tie-heavy data."""
+    monkeypatch.setattr(torch_config, "CHUNK_ELEMENTS", 16)
+    g = torch.Generator().manual_seed(shape[0] * 100 + zpb)
+    for x in (torch.randn(shape, generator=g).to(dtype), torch.randint(-2, 3, shape, generator=g).to(dtype)):
+        for norm in ("L1", "L2"):
+            for level in (0.35, 1.0):
+                expected = naive.block_mask(x.float(), level, block_shape, zpb, norm)
+                assert torch.equal(kernels.block_mask(x, level, block_shape, zpb, norm, backend="torch"), expected)
