@@ -83,7 +83,10 @@ def abs_by_position(blocks: torch.Tensor) -> torch.Tensor:
     n_block_rows, block_rows, n_block_cols, block_cols = blocks.shape
     out = torch.empty(block_rows * block_cols, n_block_rows, n_block_cols, dtype=torch.float32, device=blocks.device)
     for plane, position in zip(out, positions(blocks), strict=True):
-        torch.abs(position, out=plane)
+        if position.dtype == torch.float32:
+            torch.abs(position, out=plane)
+        else:  # float16/bfloat16: the exact cast into the plane, then |.| there (no float32 copy of the chunk)
+            plane.copy_(position).abs_()
     return out
 
 

@@ -124,7 +124,8 @@ def _chunk_sums(x_chunk: torch.Tensor, chunk_f32: torch.Tensor | None, scratch: 
     """A chunk's block sums of |x| or x*x (float32 (n_block_rows, n_block_cols)), and, where
     ``by_position``, its |x| by position (``abs_by_position``, zero-padded), which the in-block
     ranks reuse. ``x_chunk``: the chunk's elements (2-D, clipped); ``chunk_f32``: the same in
-    float32, where already made; ``grid``: (n_block_rows, n_block_cols, block_rows, block_cols)."""
+    float32, where already made (or, ``by_position``, x's own elements: cast by position);
+    ``grid``: (n_block_rows, n_block_cols, block_rows, block_cols)."""
     n_block_rows, n_block_cols, block_rows, block_cols = grid
     if by_position:
         laid_out = abs_by_position(blocked(x_chunk.float() if chunk_f32 is None else chunk_f32,
@@ -228,7 +229,9 @@ def block_scores(
         x_chunk = elements(x, chunk, block_rows, block_cols)
         grid = (chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start, block_rows, block_cols)
         if scale is None:
-            chunk_f32 = x_chunk.float() if in_block_keep is not None else None
+            # Small blocks are laid out by position straight from x (``abs_by_position`` casts
+            # each position exactly): no float32 copy of the chunk first.
+            chunk_f32 = (x_chunk if by_position else x_chunk.float()) if in_block_keep is not None else None
             sums, laid_out = _chunk_sums(x_chunk, chunk_f32, scratch, norm, grid, policy, by_position)
         else:
             chunk_f32 = scaled_magnitudes(x_chunk, elements(scale, chunk, block_rows, block_cols), scratch)

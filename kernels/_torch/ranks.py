@@ -26,7 +26,8 @@ def write_in_block_keep(
 ) -> None:
     """Write ``chunk``'s keep-if-pruned map into ``mask`` (``in_block_keep = (mask, zeros_per_block)``,
     ``mask`` bool H x W): ``mask[e] = rank(e) >= zeros_per_block`` for each element ``e`` of
-    the chunk. ``chunk_f32``: the chunk's elements in float32 (2-D, clipped to the tensor);
+    the chunk. ``chunk_f32``: the chunk's elements in float32 (2-D, clipped to the tensor; for
+    blocks of at most ``PAIRWISE_RANK_MAX`` elements, x's own float16/bfloat16 also does);
     ``by_position``: its ``abs_by_position`` layout, zero-padded, where already made
     (reused only without partial blocks, which need +inf padding)."""
     mask, zeros_per_block = in_block_keep

@@ -73,6 +73,19 @@ def with_prefix(values: torch.Tensor, top: int, prefix: torch.Tensor) -> torch.T
     return candidates[(candidates >> top) == prefix_top]
 
 
+def indices_equal(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(values == target).nonzero().squeeze(1)``: the indices (int64, 1-D, ascending) of the
+    values (1-D int32) equal to ``target`` (0-dim int32), host reads only. The compare's bools
+    are read 8 at a time as int64 words, and only the words holding a match are searched:
+    ``nonzero`` costs far more per element scanned than the compare, and ties are few."""
+    equal = values == target
+    whole = values.numel() - values.numel() % 8
+    words = equal[:whole].view(torch.int64).nonzero().squeeze(1)
+    candidates = torch.cat([(words[:, None] * 8 + torch.arange(8, device=values.device)).reshape(-1),
+                            torch.arange(whole, values.numel(), device=values.device)])
+    return candidates[equal[candidates]]
+
+
 def first_reaching(counts: torch.Tensor, k: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first bin whose cumulative count reaches ``k`` (``counts``: int64 (n_bins,); ``k``
     >= 1, an int or 0-dim tensor), and ``k`` less the counts of the bins before it (how many of
@@ -207,7 +220,7 @@ class PrunedBlocks:
         if (self._all_ties_pruned or threshold is None or threshold.ties is None or self.row_ties is not None
                 or not self._host_reads):
             return None
-        ties = (self.scores.reshape(-1).view(torch.int32) == threshold.bits).nonzero().squeeze(1)
+        ties = indices_equal(self.scores.reshape(-1).view(torch.int32), threshold.bits)
         self._all_ties_pruned = True
         return ties[int(threshold.ties_pruned):]
 
