@@ -90,7 +90,7 @@ def check_device(device: object, what: str) -> torch.device | None:
 
 def timed_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a callback hook so that its wall time (also when it raises) is added to the
-    callback's ``seconds_in_callback``."""
+    callback's ``seconds_in_callback``, and to ``seconds_by_hook[hook name]``."""
 
     @functools.wraps(hook)
     def timed(self: DataSparsityCallback, *args: Any, **kwargs: Any) -> Any:
@@ -98,7 +98,9 @@ def timed_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return hook(self, *args, **kwargs)
         finally:
-            self.seconds_in_callback += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.seconds_in_callback += seconds
+            self.seconds_by_hook[hook.__name__] = self.seconds_by_hook.get(hook.__name__, 0.0) + seconds
 
     return timed
 
@@ -147,6 +149,7 @@ class DataSparsityCallback(pl.Callback):
         self.sparsified: nn.Module | None = None
         self.history: list[dict[str, float]] = []  # metrics of every mask update
         self.seconds_in_callback = 0.0  # wall time spent in this callback's hooks
+        self.seconds_by_hook: dict[str, float] = {}  # the same, by hook name (where the time goes)
         self._masks: dict[str, torch.Tensor] = {}  # latest masks, on the model's device
         self._layers: list[_report.LayerSparsity] = []
         self._mask_seconds = 0.0

@@ -17,6 +17,7 @@ from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.callbacks import _model
 from blocksparsity.callbacks._base import DataSparsityCallback, check_args, check_class, timed_hook
 from blocksparsity.callbacks._calibrate import DEFAULT_MEMORY, check_options
+from blocksparsity.callbacks._snapshot import LiveSnapshot
 from blocksparsity.kernels.validation import is_dtensor, local_tensor
 from blocksparsity.schedulers import BaseDataScheduler
 from blocksparsity.weight_update import DEFAULT_DAMPING
@@ -112,6 +113,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     """
 
     _calibrates_every_epoch = True  # every mask update needs its own statistics
+    _lazy_copy = True  # in place: the per-epoch copy is made when read (see _snapshot); False: at every epoch end
 
     def __init__(
         self,
@@ -226,8 +228,29 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.epochs_done += 1
         if self.inplace:
             self._mask_live()
-        self.sparsified = self._make_sparsified_copy(trainer, pl_module)
-        self._write_updates(updated)
+        if self.inplace and self._lazy_copy and not any(is_dtensor(p) for p in self._params.values()):
+            self._live_snapshot.take(_model.target_module(pl_module), self.sparsified_device, skip=(trainer,))
+            self._sparsified = None
+        else:
+            self.sparsified = self._make_sparsified_copy(trainer, pl_module)
+            self._write_updates(updated)
+
+    @property
+    def sparsified(self) -> torch.nn.Module | None:
+        """The sparsified copy of the latest epoch end (``None`` before the first). In place
+        it is made when first read, from the live model's tensors saved at that epoch end:
+        equal to a copy made then, whenever it is read."""
+        snapshot = self.__dict__.get("_live_snapshot")
+        if snapshot is not None and snapshot.pending:
+            self._sparsified = snapshot.materialize()
+        return self.__dict__.get("_sparsified")
+
+    @sparsified.setter
+    def sparsified(self, value: torch.nn.Module | None) -> None:
+        if "_live_snapshot" not in self.__dict__:
+            self._live_snapshot = LiveSnapshot()
+        self._live_snapshot.clear()
+        self._sparsified = value
 
     def _step_masks_and_schedule(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         """One mask update (scales and updated weights first, with calibration options),
