@@ -5,6 +5,7 @@ Examples:
     python -m benchmarks                              # full size, this machine's device
     python -m benchmarks --quick --json b.json --plot b.png   # seconds on a CPU (CI)
     python -m benchmarks -k block_mask -k 4096 --no-memory    # a subset, time only
+    python -m benchmarks --matrix update --no-memory --device cpu   # the weight update at 1024^2 and 4096^2
 
 Subcommands (``python -m benchmarks NAME --help`` for each one's options):
     vs-reference       the harness on its two 4096x4096 fp32 L1 block_mask cases, torch.ao's
@@ -29,7 +30,7 @@ import sys
 import torch
 
 from benchmarks import harness, plot, report
-from benchmarks.cases import default_cases
+from benchmarks.cases import MATRICES, default_cases
 from benchmarks.contenders import CONTENDERS
 
 # Subcommand -> the module whose main(argv) runs it.
@@ -50,9 +51,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test that takes seconds on a CPU")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda where available")
-    p.add_argument("--matrix", choices=["axes", "full", "sizes"], default="axes",
-                   help="axes: fp32 L1 at every size, L2 and bf16 at 8192^2 (default); full: every combination; "
-                        "sizes: fp32 and bf16 at 2**24, 2**26 and 2**28 elements")
+    p.add_argument("--matrix", choices=list(MATRICES), default="axes",
+                   help="axes: fp32 L1 at every size, L2 and bf16 at 8192^2, the weight update at 1024^2 (default); "
+                        "full: every combination; sizes: fp32 and bf16 at 2**24, 2**26 and 2**28 elements; "
+                        "update: the least-squares update at 1024^2 and 4096^2 (about 2 min a call on a CPU thread)")
     p.add_argument("-k", "--filter", action="append", default=[], metavar="TEXT",
                    help="only cases whose name contains TEXT (repeatable: any of them)")
     p.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS), metavar="NAME",
@@ -92,7 +94,7 @@ def _harness(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
-    defaults = harness.default_settings(device, args.quick)
+    defaults = harness.default_settings(device, args.quick, args.matrix)
     settings = harness.Settings(
         device=device,
         repeats=args.repeats or defaults["repeats"],

@@ -11,6 +11,10 @@ The one definition of "bytes the operation must move" (``bytes_moved``), per op,
 * ``sparsify`` (fused mask-and-apply, in place): ``block_mask``'s traffic plus writing
   ``x``: ``reads*n*s + n + n*s``. (The Triton kernel writes only the elements it zeroes;
   the whole of ``x`` is counted, as the operation's contract allows any of it to change.)
+* ``weight_update`` (``x`` is the layer's ``(out, in)`` weight, float32): read ``x``, the mask
+  and ``H`` (``in x in`` float32), write ``x``: ``2*n*s + n + 4*in*in``. The update is bound
+  by arithmetic (a Cholesky factorisation and ``O(out * in^2)`` products), not memory: its
+  "% of copy bandwidth" says little; its seconds per layer are the figure.
 
 Not counted: the scores' round trip inside ``block_mask``/``sparsify`` (written, then read
 back for the selection: 4 bytes per block), the selection's histograms and the non-finite
@@ -42,6 +46,9 @@ def bytes_moved(case: Case) -> int:
         return reads * x + mask
     if case.op == "sparsify":
         return reads * x + mask + x
+    if case.op == "weight_update":
+        features = case.numel // case.shape[0]
+        return 2 * x + mask + 4 * features * features
     raise ValueError(f"unknown op {case.op!r}")
 
 

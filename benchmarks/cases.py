@@ -10,13 +10,16 @@ import torch
 from blocksparsity.kernels._common import n_blocks, shape_2d
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-OPS = ("block_norm", "block_mask", "sparsify")
+OPS = ("block_norm", "block_mask", "sparsify", "weight_update")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case. ``op`` is block_norm, block_mask or sparsify (fused mask-and-apply,
-    in place); ``data`` is "randn" or "ties" (a third of the rows all zero, small integers);
+    """One benchmark case. ``op`` is block_norm, block_mask, sparsify (fused mask-and-apply,
+    in place) or weight_update (the least-squares update of a layer's kept weights,
+    ``blocksparsity.least_squares_update``, for the kernels' mask of this case and ``H`` from
+    ``2 * W`` calibration rows: ``benchmarks.weight_update.layer``); ``data`` is "randn" or
+    "ties" (a third of the rows all zero, small integers);
     ``tag`` names what the tensor stands for (e.g. "embedding"); ``scale``: "" (none) or
     "col", a per-column ``(1, W)`` scale (activation-aware scores, ``scale=``)."""
 
@@ -94,7 +97,20 @@ SIZES = {"full": ((4096, 4096), (8192, 8192), (10_000, 10_000)), "quick": ((128,
 # ``matrix="sizes"``: 2**24, 2**26 and 2**28 elements (the torch backend's bandwidth target).
 POWER_SIZES = {"full": ((4096, 4096), (8192, 8192), (16384, 16384)), "quick": ((128, 128), (256, 256), (512, 512))}
 TABLE_ROWS = {"cuda": 10_000_000, "cpu": 1_000_000, "quick": 4096}
+# The least-squares update per layer (2:4 masks): 1024^2 in every run; 4096^2 only in ``matrix="update"``
+# (about 107 s a call on one loaded CPU thread, 2026-12-06).
+UPDATE_SIZES = {"full": ((1024, 1024), (4096, 4096)), "quick": ((128, 128), (256, 256))}
+
+
+def update_cases(quick: bool = False, every_size: bool = False) -> list[Case]:
+    """``weight_update`` at the first of ``UPDATE_SIZES`` (``every_size``: at all of them)."""
+    sizes = UPDATE_SIZES["quick" if quick else "full"]
+    return [Case("weight_update", shape, zeros_per_block=2, sparsity_level=1.0)
+            for shape in (sizes if every_size else sizes[:1])]
 TABLE_WIDTH = 64
+
+
+MATRICES = ("axes", "full", "sizes", "update")
 
 
 def default_cases(device: str, quick: bool = False, matrix: str = "axes") -> list[Case]:
@@ -107,12 +123,15 @@ def default_cases(device: str, quick: bool = False, matrix: str = "axes") -> lis
     and last every variant in L2 and in bf16 at the middle size. ``matrix="full"`` takes
     the full product of variants, norms, dtypes and sizes instead (60 cases, plus the
     tables). Both end with ``block_mask`` at the first size with a per-column ``scale``
-    (beside the same case without one: the scale's cost). ``matrix="sizes"``: every variant
-    in fp32 and bf16 (L1) at 2**24, 2**26 and 2**28 elements, nothing else. ``quick``
-    shrinks every size so that a CPU run takes seconds.
+    (beside the same case without one: the scale's cost) and the least-squares update of a
+    1024^2 layer. ``matrix="sizes"``: every variant in fp32 and bf16 (L1) at 2**24, 2**26 and
+    2**28 elements, nothing else. ``matrix="update"``: the update at 1024^2 and 4096^2, nothing
+    else. ``quick`` shrinks every size so that a CPU run takes seconds.
     """
-    if matrix not in ("axes", "full", "sizes"):
-        raise ValueError(f"matrix must be 'axes', 'full' or 'sizes'; got {matrix!r}")
+    if matrix not in MATRICES:
+        raise ValueError(f"matrix must be one of {list(MATRICES)}; got {matrix!r}")
+    if matrix == "update":
+        return update_cases(quick, every_size=True)
     if matrix == "sizes":
         return [Case(op, shape, dtype, zeros_per_block=zpb) for shape in POWER_SIZES["quick" if quick else "full"]
                 for dtype in ("fp32", "bf16") for op, zpb in VARIANTS]
@@ -134,4 +153,4 @@ def default_cases(device: str, quick: bool = False, matrix: str = "axes") -> lis
     ]
     axes = [] if matrix == "full" else variants(sizes[1], norm="L2") + variants(sizes[1], dtype="bf16")
     scaled = [Case("block_mask", sizes[0], scale="col")]
-    return grid + tables + axes + scaled
+    return grid + tables + axes + scaled + update_cases(quick)

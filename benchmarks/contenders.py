@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks import eager_contender
+from benchmarks import eager_contender, weight_update
 from benchmarks.cases import Case
 from blocksparsity import kernels
+from blocksparsity.weight_update import least_squares_update
 
 Runner = Callable[[], object]
 
@@ -69,6 +70,8 @@ def _reference(case: Case, x: torch.Tensor) -> Runner:
 # ---------------------------------------------------------------- naive eager torch (and compiled)
 def _naive_why_not(case: Case) -> str | None:
     bh, bw = case.block_shape
+    if case.op == "weight_update":
+        return "the naive version has no weight update"
     if case.scale:
         return "the naive version takes no scale"
     if len(case.shape) != 2 or bh != 1 or case.shape[1] % bw:
@@ -118,12 +121,17 @@ def _ours(backend: str) -> Callable[[Case, torch.Tensor], Runner]:
         if case.op == "sparsify":
             return lambda: kernels.sparsify(x, case.sparsity_level, case.block_shape, case.zeros_per_block, case.norm,
                                             scale=scale, inplace=True, backend=backend)
+        if case.op == "weight_update":  # torch.linalg on x's device; the mask from this backend
+            mask, h = weight_update.layer(x)
+            return lambda: least_squares_update(x, mask, h)
         raise ValueError(f"unknown op {case.op!r}")
 
     return build
 
 
 def _triton_why_not(case: Case) -> str | None:
+    if case.op == "weight_update":
+        return "the update has no Triton kernel (ours-torch runs it with torch.linalg on the device)"
     return None if "triton" in kernels.available_backends() else "Triton is not available"
 
 

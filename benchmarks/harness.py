@@ -285,8 +285,12 @@ def run(cases: list[Case], contenders: list[str], settings: Settings) -> Run:
     return outcome
 
 
-def default_settings(device: str, quick: bool) -> dict:
-    """Repeats, budget and copy size that fit the device (and ``--quick``)."""
+def default_settings(device: str, quick: bool, matrix: str = "axes") -> dict:
+    """Repeats, budget and copy size that fit the device (and ``--quick``); ``matrix="update"``
+    (the update at 4096^2: ~107 s a call on a CPU thread) times one call per case, with a
+    budget that lets it run."""
+    if matrix == "update" and not quick:
+        return {"repeats": 1, "min_seconds": 0.0, "budget_seconds": 600.0, "copy_bytes": 256 << 20}
     if quick:
         return {"repeats": 3, "min_seconds": 0.0, "budget_seconds": 2.0, "copy_bytes": 32 << 20}
     if device == "cuda":

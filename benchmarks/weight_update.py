@@ -1,6 +1,8 @@
 """The least-squares update's time per layer (``blocksparsity.weight_update``) at square sizes,
 2:4 masks from the kernels, ``H`` from 2n calibration rows, and its distance from the exact
-per-row solution where that is affordable (``--exact-up-to``).
+per-row solution where that is affordable (``--exact-up-to``); also the sweep alone. The
+harness times the default update as its ``weight_update`` cases (``layer`` makes the inputs of
+both): 1024^2 in every run, 4096^2 with ``--matrix update``.
 
     python -m benchmarks weight-update [--sizes 1024 4096] [--repeats 3] [--device cpu]
 """
@@ -16,12 +18,20 @@ from blocksparsity import kernels
 from blocksparsity.weight_update import least_squares_update, reconstruction_error
 
 
+def layer(w: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 2:4 mask of ``w`` (``(out, in)``) from the kernels and ``H = X^T X`` from ``2 * in``
+    ReLU'd Gaussian calibration rows: the inputs of one timed update (also the harness's
+    ``weight_update`` case)."""
+    n_in = w.shape[1]
+    g = torch.Generator(device=w.device.type).manual_seed(seed + 1)
+    x = torch.relu(torch.randn(2 * n_in, n_in, generator=g, device=w.device))
+    return kernels.block_mask(w, 1.0, (1, 4), 2), x.T @ x
+
+
 def measure(n: int, repeats: int, device: str, exact_up_to: int) -> dict:
     g = torch.Generator(device=device).manual_seed(0)
     w = torch.randn(n, n, generator=g, device=device)
-    x = torch.relu(torch.randn(2 * n, n, generator=g, device=device))
-    h = x.T @ x
-    mask = kernels.block_mask(w, 1.0, (1, 4), 2)
+    mask, h = layer(w)
     out: dict = {"size": f"{n}x{n}", "device": device}
     for label, kwargs in (("sweep (default: sweep + 25 CG steps)", {}), ("sweep alone", {"refine_steps": 0})):
         (seconds,) = median_seconds([lambda kw=kwargs: least_squares_update(w, mask, h, **kw)], device, repeats=repeats)

@@ -25,6 +25,7 @@ from typing_extensions import override
 
 from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.callbacks import _model, _report
+from blocksparsity.callbacks._calibrate import CalibrationOptions, Calibrator, refuse_sharding
 from blocksparsity.distributed import assert_masks_agree
 from blocksparsity.kernels.validation import check_bool
 
@@ -89,7 +90,7 @@ def check_device(device: object, what: str) -> torch.device | None:
 
 def timed_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate a callback hook so that its wall time (also when it raises) is added to the
-    callback's ``seconds_in_callback``."""
+    callback's ``seconds_in_callback``, and to ``seconds_by_hook[hook name]``."""
 
     @functools.wraps(hook)
     def timed(self: DataSparsityCallback, *args: Any, **kwargs: Any) -> Any:
@@ -97,7 +98,9 @@ def timed_hook(hook: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return hook(self, *args, **kwargs)
         finally:
-            self.seconds_in_callback += time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            self.seconds_in_callback += seconds
+            self.seconds_by_hook[hook.__name__] = self.seconds_by_hook.get(hook.__name__, 0.0) + seconds
 
     return timed
 
@@ -110,6 +113,10 @@ def _sync(device: torch.device) -> None:
 class DataSparsityCallback(pl.Callback):
     """Base of the two callbacks (not used directly)."""
 
+    #: whether calibration statistics are collected in every training epoch (training-aware:
+    #: every mask update needs them) or only in the fit's last (post-training)
+    _calibrates_every_epoch = False
+
     def __init__(
         self,
         data_sparsifier_class: type[BaseDataSparsifier] | str,
@@ -120,6 +127,7 @@ class DataSparsityCallback(pl.Callback):
         verify_ranks: bool = True,
         print_table: bool = True,
         name: str | None = None,
+        calibration_options: CalibrationOptions | None = None,
     ):
         super().__init__()
         if name is not None and (not isinstance(name, str) or not name or "/" in name):
@@ -134,10 +142,14 @@ class DataSparsityCallback(pl.Callback):
         self.sparsified_device = check_device(sparsified_device, "sparsified_device")
         self.verify_ranks = check_bool(verify_ranks, "verify_ranks")
         self.print_table = check_bool(print_table, "print_table")
+        self.calibration_options = calibration_options or CalibrationOptions()  # checked by the subclass
+        self.calibrator: Calibrator | None = None  # the fit's statistics, built at setup when options ask for them
+        self._target: nn.Module | None = None
         self.data_sparsifier: BaseDataSparsifier | None = None
         self.sparsified: nn.Module | None = None
         self.history: list[dict[str, float]] = []  # metrics of every mask update
         self.seconds_in_callback = 0.0  # wall time spent in this callback's hooks
+        self.seconds_by_hook: dict[str, float] = {}  # the same, by hook name (where the time goes)
         self._masks: dict[str, torch.Tensor] = {}  # latest masks, on the model's device
         self._layers: list[_report.LayerSparsity] = []
         self._mask_seconds = 0.0
@@ -225,13 +237,61 @@ class DataSparsityCallback(pl.Callback):
         if stage == "fit":
             params = self._parameters(pl_module)
             self._refuse_overlaps(trainer, pl_module)
+            self._target = _model.target_module(pl_module)
+            if self.calibration_options.needed:
+                refuse_sharding(trainer, params)
             self._build(params)
 
     def _build(self, params: dict[str, nn.Parameter]) -> None:
-        """The one place a fit's sparsifier is built (one per fit; subclasses add what goes
-        with it); it has no masks yet."""
+        """The one place a fit's sparsifier (and calibrator, where the options ask for one) is
+        built (one per fit; subclasses add what goes with it); it has no masks yet."""
         self.data_sparsifier = self.data_sparsifier_class(**self.data_sparsifier_args)
         self._masks = {}
+        self.calibrator = None
+        if self.calibration_options.needed:
+            self.calibrator = Calibrator(self.calibration_options, self._target, params,
+                                         every_epoch=self._calibrates_every_epoch)
+
+    # ---------------------------------------------------------------- calibration hooks
+    @override
+    @timed_hook
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.calibrator is not None:
+            self.calibrator.start_epoch(trainer)
+
+    @override
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.calibrator is not None:
+            self.calibrator.pause(True)
+
+    @override
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.calibrator is not None:
+            self.calibrator.pause(False)
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.calibrator is not None:
+            self.calibrator.stop()
+
+    def _calibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                   params: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+        """Before a mask update: the calibrator's scales into the sparsifier (pointed at the
+        live weights) and, with ``update_weights``, the updated weights by name (on
+        ``sparsified_device``); nothing without a calibrator."""
+        if self.calibrator is None:
+            return {}
+        self._attach_live(params)
+        return self.calibrator.calibrate(trainer, pl_module, self.data_sparsifier, params, self.sparsified_device)
+
+    def _write_updates(self, updated: dict[str, torch.Tensor]) -> None:
+        """The updated kept weights into ``.sparsified`` (masked: pruned weights stay exactly 0)."""
+        if not updated:
+            return
+        copy_params = _model.named_parameters(self.sparsified)
+        with torch.no_grad():
+            for name, new in updated.items():
+                copy_params[name].copy_(new * self._masks[name].to(new.device))
 
     def _attach_live(self, params: dict[str, nn.Parameter], fresh: bool = False) -> None:
         """Point the sparsifier at the live weights (no copy), keeping configs. Masks are

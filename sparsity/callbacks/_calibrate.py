@@ -1,10 +1,14 @@
 """Activation-aware scores and the least-squares update for the callbacks: their options,
-checked once, and the collection of calibration statistics from the passes Lightning makes.
+checked once, the collection of calibration statistics from the passes Lightning makes, and
+their use (scales into the sparsifier, updated weights into the copy), said once for both
+callbacks.
 
-Statistics (``blocksparsity.calibration``) are summed by forward pre-hooks during the fit's
-last training epoch (``calibration="train"``: the epoch that ``max_epochs`` makes the last;
-every epoch, restarted at each, when the fit ends by ``max_steps`` or has no ``max_epochs``),
-paused while validation runs, optionally over its first ``calibration_batches`` batches. When
+Statistics (``blocksparsity.calibration``) are summed by forward pre-hooks during training
+(``calibration="train"``). ``PostTrainingDataSparsity`` collects in the fit's last training
+epoch (the epoch that ``max_epochs`` makes the last; every epoch, restarted at each, when the
+fit ends by ``max_steps`` or has no ``max_epochs``); ``TrainingAwareDataSparsity`` in every
+epoch, restarted at each epoch start and after each mask update (``every_epoch=True``). Hooks
+are paused while validation runs, optionally over its first ``calibration_batches`` batches. When
 no such epoch ran in this fit (resumed at its end, stopped early) or the user asks
 (``calibration="val"``), and for the weight groups beyond the first when the buffers exceed
 ``calibration_memory``, they come from ``calibration_batches`` batches (default: all) of the
@@ -24,6 +28,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.calibration import InputStatistics, Target, find_targets, plan_groups
 from blocksparsity.kernels.validation import check_bool, is_dtensor
 from blocksparsity.weight_update import DEFAULT_DAMPING, check_damping, least_squares_update
@@ -70,6 +75,20 @@ def check_options(scores: object, update_weights: object, calibration: object, c
     return CalibrationOptions(scores, update_weights, calibration, calibration_batches, damping, calibration_memory)
 
 
+SHARDED_MESSAGE = ("scores='activation' and update_weights=True do not support sharded (FSDP2/DTensor) parameters "
+                   "yet; use DDP, or leave the defaults (scores='magnitude', update_weights=False)")
+
+
+def refuse_sharding(trainer: pl.Trainer | None, params: dict[str, nn.Parameter]) -> None:
+    """The statistics and the update need whole weights: refuse FSDP2 (``ModelParallelStrategy``,
+    which shards after ``setup``) and parameters that are already DTensors."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    if (trainer is not None and isinstance(trainer.strategy, ModelParallelStrategy)) or any(
+            is_dtensor(p) for p in params.values()):
+        raise ValueError(SHARDED_MESSAGE)
+
+
 def _first_loader(loaders: Any) -> Any:
     if isinstance(loaders, list | tuple):
         return loaders[0] if loaders else None
@@ -92,11 +111,11 @@ def _quiet_logging(pl_module: pl.LightningModule) -> Iterator[None]:
 class Calibrator:
     """One fit's statistics: built at ``setup``, fed by the hooks, used at fit end."""
 
-    def __init__(self, options: CalibrationOptions, module: nn.Module, params: dict[str, nn.Parameter]):
-        if any(is_dtensor(p) for p in params.values()):
-            raise ValueError("scores='activation' and update_weights=True do not support sharded (FSDP2/DTensor) "
-                             "parameters yet; use DDP, or leave the defaults")
+    def __init__(self, options: CalibrationOptions, module: nn.Module, params: dict[str, nn.Parameter], *,
+                 every_epoch: bool = False):
+        refuse_sharding(None, params)
         self.options = options
+        self.every_epoch = every_epoch  # collect in every epoch (training-aware), not only the last
         self.targets: dict[str, Target] = find_targets(module, params)
         self.stats = InputStatistics(self.targets, full=options.update_weights)
         item = torch.finfo(self.stats.dtype).bits // 8
@@ -118,7 +137,14 @@ class Calibrator:
     def start_epoch(self, trainer: pl.Trainer) -> None:
         self.stop()
         self.epoch_done = False
-        if self.options.calibration != "train" or not self.groups or not self.may_be_last_epoch(trainer):
+        if self.every_epoch or self.may_be_last_epoch(trainer):
+            self.restart()
+
+    def restart(self) -> None:
+        """Statistics of group 0 start anew from the next training batch (``calibration="train"``)."""
+        self.stop()
+        self.epoch_done = False
+        if self.options.calibration != "train" or not self.groups:
             return
         self.stats.reset(self.groups[0])
         self._batches = 0
@@ -179,6 +205,24 @@ class Calibrator:
             yield names
             for name in names:
                 self.stats.sums.pop(name, None)
+
+    def calibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, sparsifier: BaseDataSparsifier,
+                  params: dict[str, nn.Parameter], device: torch.device | None) -> dict[str, torch.Tensor]:
+        """Scales into ``sparsifier`` (attached to the live ``params``) and, with
+        ``update_weights``, the updated weights by name (on ``device``, default: the weights'),
+        group by group: each group's masks made from its scales, as ``step()`` makes them."""
+        refuse_sharding(None, params)
+        self.stop()
+        updated: dict[str, torch.Tensor] = {}
+        for names in self.groups_of_statistics(trainer, pl_module):
+            for name in names:
+                if self.options.scores == "activation":
+                    sparsifier.set_scale(name, self.stats.scale(name))
+                if self.options.update_weights and self.targets[name].updatable:
+                    sparsifier.update_mask(name, params[name].detach(), **sparsifier.data_groups[name])
+                    new = self.updated_weight(name, sparsifier.get_mask(name))
+                    updated[name] = new.to(device) if device is not None else new
+        return updated
 
     def updated_weight(self, name: str, mask: torch.Tensor) -> torch.Tensor | None:
         """The least-squares update of ``name``'s weight for ``mask`` (the weight's shape and

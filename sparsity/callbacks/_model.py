@@ -7,7 +7,7 @@ import copy
 import fnmatch
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -161,10 +161,13 @@ def _copied_tensor(t: torch.Tensor, device: torch.device | str | None) -> torch.
     return t.detach().to(device if device is not None else t.device, copy=True)
 
 
-def copy_to(module: nn.Module, device: torch.device | str | None, skip: Iterable[object] = ()) -> nn.Module:
+def copy_to(module: nn.Module, device: torch.device | str | None, skip: Iterable[object] = (),
+            values: Mapping[int, torch.Tensor] | None = None) -> nn.Module:
     """A deep copy of ``module`` whose parameters and buffers are made directly on
     ``device`` (default: where they are), so a GPU model copied to the CPU never exists
     twice on the GPU. Objects in ``skip`` (a trainer, say) become ``None`` in the copy.
+    ``values`` (by ``id`` of a parameter or buffer of ``module``): tensors, already copied,
+    that the copy takes as they are instead of copying the module's (a snapshot).
 
     DTensor (sharded) parameters are copied shard by shard on their mesh. A module
     sharded by FSDP2 (``fully_shard``), which cannot be deep-copied, is copied as the
@@ -175,7 +178,7 @@ def copy_to(module: nn.Module, device: torch.device | str | None, skip: Iterable
     for t in (*module.parameters(), *module.buffers()):
         if id(t) in memo:
             continue
-        new = _copied_tensor(t, device)
+        new = values[id(t)] if values is not None and id(t) in values else _copied_tensor(t, device)
         memo[id(t)] = nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
         if is_dtensor(t):
             memo[id(t.device_mesh)] = t.device_mesh  # meshes and their process groups are shared, not copied

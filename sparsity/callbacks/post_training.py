@@ -11,8 +11,8 @@ from typing_extensions import override
 
 from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.callbacks import _model
-from blocksparsity.callbacks._base import DataSparsityCallback, timed_hook
-from blocksparsity.callbacks._calibrate import DEFAULT_MEMORY, Calibrator, check_options
+from blocksparsity.callbacks._base import DataSparsityCallback, check_class, timed_hook
+from blocksparsity.callbacks._calibrate import DEFAULT_MEMORY, check_options
 from blocksparsity.weight_update import DEFAULT_DAMPING
 
 
@@ -90,27 +90,10 @@ class PostTrainingDataSparsity(DataSparsityCallback):
         super().__init__(
             data_sparsifier_class, data_sparsifier_args, param_filter=param_filter,
             sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table, name=name,
+            calibration_options=check_options(scores, update_weights, calibration, calibration_batches, damping,
+                                              calibration_memory, check_class(data_sparsifier_class, BaseDataSparsifier,
+                                                                              "data_sparsifier_class")),
         )
-        self.calibration_options = check_options(scores, update_weights, calibration, calibration_batches, damping,
-                                                 calibration_memory, self.data_sparsifier_class)
-        self.calibrator: Calibrator | None = None  # the fit's statistics, built at setup
-
-    def _build(self, params: dict[str, torch.nn.Parameter]) -> None:
-        super()._build(params)
-        self.calibrator = None
-        if self.calibration_options.needed:
-            self.calibrator = Calibrator(self.calibration_options, self._target, params)
-
-    @override
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._target = _model.target_module(pl_module)
-        super().setup(trainer, pl_module, stage)
-
-    @override
-    @timed_hook
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.calibrator is not None:
-            self.calibrator.start_epoch(trainer)
 
     @override
     @timed_hook
@@ -119,55 +102,18 @@ class PostTrainingDataSparsity(DataSparsityCallback):
             self.calibrator.batch_done()
 
     @override
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.calibrator is not None:
-            self.calibrator.pause(True)
-
-    @override
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.calibrator is not None:
-            self.calibrator.pause(False)
-
-    @override
     @timed_hook
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.calibrator is not None:
             self.calibrator.end_epoch()
 
     @override
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if self.calibrator is not None:
-            self.calibrator.stop()
-
-    def _calibrate(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                   params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-        """Scales into the sparsifier and, with ``update_weights``, the updated weights by name,
-        group by group (each group's masks made from its scales, as ``step()`` makes them)."""
-        calibrator, options = self.calibrator, self.calibration_options
-        calibrator.stop()
-        self._attach_live(params)
-        updated: dict[str, torch.Tensor] = {}
-        for names in calibrator.groups_of_statistics(trainer, pl_module):
-            for name in names:
-                if options.scores == "activation":
-                    self.data_sparsifier.set_scale(name, calibrator.stats.scale(name))
-                if options.update_weights and calibrator.targets[name].updatable:
-                    self.data_sparsifier.update_mask(name, params[name].detach(), **self.data_sparsifier.data_groups[name])
-                    new = calibrator.updated_weight(name, self.data_sparsifier.get_mask(name))
-                    updated[name] = new.to(self.sparsified_device) if self.sparsified_device is not None else new
-        return updated
-
-    @override
     @timed_hook
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         params = self._parameters(pl_module)
-        updated = self._calibrate(trainer, pl_module, params) if self.calibrator is not None else {}
+        updated = self._calibrate(trainer, pl_module, params)
         self._update_masks(params)
         self.sparsified = self._make_sparsified_copy(trainer, pl_module)
-        if updated:
-            copy_params = _model.named_parameters(self.sparsified)
-            with torch.no_grad():
-                for name, new in updated.items():
-                    copy_params[name].copy_(new * self._masks[name].to(new.device))
+        self._write_updates(updated)
         self._report(trainer, "post_training_sparsity")
         self._print_table(trainer, "Post-training sparsity" + (f" ({self.name})" if self.name else ""))

@@ -16,8 +16,11 @@ from typing_extensions import override
 from blocksparsity.base_sparsifier import BaseDataSparsifier
 from blocksparsity.callbacks import _model
 from blocksparsity.callbacks._base import DataSparsityCallback, check_args, check_class, timed_hook
+from blocksparsity.callbacks._calibrate import DEFAULT_MEMORY, check_options
+from blocksparsity.callbacks._snapshot import LiveSnapshot
 from blocksparsity.kernels.validation import is_dtensor, local_tensor
 from blocksparsity.schedulers import BaseDataScheduler
+from blocksparsity.weight_update import DEFAULT_DAMPING
 
 __all__ = ["SHARDED_MASKS_PREFIX", "STATE_KEY", "STATE_VERSION", "TrainingAwareDataSparsity", "is_state_key"]
 
@@ -94,7 +97,23 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
             ``state_key`` (so each resumes its own state from a checkpoint) and logs under
             ``training_aware_sparsity/<name>/...``. Two in-place instances whose filters select
             the same tensor are refused at setup.
+        scores: ``"magnitude"`` (default) or ``"activation"``: every mask update scores blocks on
+            ``|w_ij| * ||X_j||_2`` as ``PostTrainingDataSparsity`` does, from the inputs of the
+            training batches since the last update or the epoch's start, whichever is later
+            (``calibration="train"``), or of the validation loader at the update (``"val"``).
+        update_weights: copies only (``inplace=False``; refused with ``inplace=True``, where the
+            optimizer would go on from weights it did not make and training adapts the kept
+            weights itself): every epoch's ``.sparsified`` gets the least-squares update of its
+            kept weights, as ``PostTrainingDataSparsity`` would make it from that epoch's weights
+            and statistics. Costs the full ``H`` (``in x in`` per weight, one ``addmm`` per batch)
+            in every epoch and one update per epoch (see docs/callbacks.md).
+        calibration, calibration_batches, damping, calibration_memory: as
+            ``PostTrainingDataSparsity``, per mask update (``calibration_batches``: at most this
+            many batches per update).
     """
+
+    _calibrates_every_epoch = True  # every mask update needs its own statistics
+    _lazy_copy = True  # in place: the per-epoch copy is made when read (see _snapshot); False: at every epoch end
 
     def __init__(
         self,
@@ -111,10 +130,19 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         verify_ranks: bool = True,
         print_table: bool = True,
         name: str | None = None,
+        scores: str = "magnitude",
+        update_weights: bool = False,
+        calibration: str = "train",
+        calibration_batches: int | None = None,
+        damping: float = DEFAULT_DAMPING,
+        calibration_memory: int | None = DEFAULT_MEMORY,
     ):
         super().__init__(
             data_sparsifier_class, data_sparsifier_args, param_filter=param_filter,
             sparsified_device=sparsified_device, verify_ranks=verify_ranks, print_table=print_table, name=name,
+            calibration_options=check_options(scores, update_weights, calibration, calibration_batches, damping,
+                                              calibration_memory, check_class(data_sparsifier_class, BaseDataSparsifier,
+                                                                              "data_sparsifier_class")),
         )
         self.data_scheduler_class = check_class(data_scheduler_class, BaseDataScheduler, "data_scheduler_class")
         self.data_scheduler_args = check_args(
@@ -128,6 +156,13 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
             raise ValueError("schedule_interval='step' needs inplace=True (only the live model changes between epochs)")
         if not isinstance(every_n_steps, int) or isinstance(every_n_steps, bool) or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive int; got {every_n_steps!r}")
+        if update_weights and inplace:
+            raise ValueError(
+                "update_weights=True needs inplace=False: it updates the kept weights of each epoch's copy; in place "
+                "it would overwrite the live weights under the optimizer (whose state refers to the old ones), and "
+                "gradual pruning already trains the kept weights. For an updated final model, add a "
+                "PostTrainingDataSparsity(update_weights=True)"
+            )
         self.inplace = inplace
         self.schedule_interval = schedule_interval
         self.every_n_steps = every_n_steps
@@ -185,21 +220,50 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     @override
     @timed_hook
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.calibrator is not None:
+            self.calibrator.end_epoch()
+        updated = {}
         if self.schedule_interval == "epoch":
-            self._step_masks_and_schedule(trainer)
+            updated = self._step_masks_and_schedule(trainer, pl_module)
         self.epochs_done += 1
         if self.inplace:
             self._mask_live()
-        self.sparsified = self._make_sparsified_copy(trainer, pl_module)
+        if self.inplace and self._lazy_copy and not any(is_dtensor(p) for p in self._params.values()):
+            self._live_snapshot.take(_model.target_module(pl_module), self.sparsified_device, skip=(trainer,))
+            self._sparsified = None
+        else:
+            self.sparsified = self._make_sparsified_copy(trainer, pl_module)
+            self._write_updates(updated)
 
-    def _step_masks_and_schedule(self, trainer: pl.Trainer) -> None:
-        """One mask update, logged at once (at ``trainer.global_step``), then the scheduler's step."""
+    @property
+    def sparsified(self) -> torch.nn.Module | None:
+        """The sparsified copy of the latest epoch end (``None`` before the first). In place
+        it is made when first read, from the live model's tensors saved at that epoch end:
+        equal to a copy made then, whenever it is read."""
+        snapshot = self.__dict__.get("_live_snapshot")
+        if snapshot is not None and snapshot.pending:
+            self._sparsified = snapshot.materialize()
+        return self.__dict__.get("_sparsified")
+
+    @sparsified.setter
+    def sparsified(self, value: torch.nn.Module | None) -> None:
+        if "_live_snapshot" not in self.__dict__:
+            self._live_snapshot = LiveSnapshot()
+        self._live_snapshot.clear()
+        self._sparsified = value
+
+    def _step_masks_and_schedule(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        """One mask update (scales and updated weights first, with calibration options),
+        logged at once (at ``trainer.global_step``), then the scheduler's step. Returns the
+        updated weights for the copy (``update_weights``), by name."""
+        updated = self._calibrate(trainer, pl_module, self._params)
         self._update_masks(self._params)
         if self.inplace:
             self._remake_multipliers()
         self._report(trainer, "training_aware_sparsity")
         self.data_scheduler.step()
         self.updates_done += 1
+        return updated
 
     # ---------------------------------------------------------------- schedule check
     def _updates_in_fit(self, trainer: pl.Trainer) -> int | None:
@@ -272,12 +336,16 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     @timed_hook
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if self.calibrator is not None:
+            self.calibrator.batch_done()
         if not self.inplace:
             return
         steps = trainer.global_step - self._first_step
         if self.schedule_interval == "step" and steps > 0 and steps % self.every_n_steps == 0 \
                 and steps // self.every_n_steps > self.updates_done:
-            self._step_masks_and_schedule(trainer)
+            self._step_masks_and_schedule(trainer, pl_module)
+            if self.calibrator is not None:
+                self.calibrator.restart()  # the next update's statistics: the batches from here on
         self._mask_live()  # optimizer steps (momentum, weight decay) revive masked weights
 
     # ---------------------------------------------------------------- checkpoints

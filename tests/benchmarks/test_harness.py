@@ -18,7 +18,7 @@ from benchmarks import eager_contender, figures, harness, report, targets, timin
 from benchmarks.bandwidth import CopyBandwidth, bytes_moved
 from benchmarks.cases import Case, default_cases
 from benchmarks.contenders import CONTENDERS, Contender
-from benchmarks.harness import Budget, CaseResult, Measurement, Run, Settings
+from benchmarks.harness import Budget, CaseResult, Measurement, Run, Settings, default_settings
 from blocksparsity import kernels
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def test_quick_command_writes_table_json_and_chart(tmp_path):
         assert ours["status"] == "ok", ours
         assert ours["seconds"] > 0 and ours["gbps"] > 0 and ours["pct_of_copy_bandwidth"] > 0
         assert ours["peak_extra_x_input"] is not None and len(ours["samples_seconds"]) >= 3
-        if case.scale:  # only this package takes a scale
+        if case.scale or case.op == "weight_update":  # only this package takes a scale or updates weights
             assert results["naive"]["status"] == results["reference"]["status"] == "n/a"
             continue
         assert results["naive"]["status"] == "ok"
@@ -111,14 +111,19 @@ def test_bytes_moved_per_op():
 
 def test_default_cases_cover_the_issue():
     cases = default_cases("cpu")
-    assert len(set(cases)) == len(cases) == 29
+    assert len(set(cases)) == len(cases) == 30
     assert Case("block_mask", (4096, 4096), scale="col") in cases  # the scale's cost (issue 22)
+    update = Case("weight_update", (1024, 1024), zeros_per_block=2, sparsity_level=1.0)  # issue 22: per layer
+    assert cases[-1] == update and cases[-1].name == "weight_update 1024x1024 fp32 L1 zpb=2"
+    assert default_cases("cpu", matrix="update") == [update, Case("weight_update", (4096, 4096), zeros_per_block=2,
+                                                                  sparsity_level=1.0)]  # 4096^2 opt-in: ~107 s a call
+    assert default_settings("cpu", False, "update")["budget_seconds"] >= 300
     assert {(c.op, c.zeros_per_block) for c in cases} >= {("block_mask", 4), ("block_mask", 2), ("sparsify", 4), ("sparsify", 2)}
     assert {c.numel for c in cases} >= {4096**2, 8192**2, 10**8, 64 * 10**6}
     assert {c.norm for c in cases} == {"L1", "L2"} and {c.dtype for c in cases} == {"fp32", "bf16"}
     assert any(c.data == "ties" for c in cases)
     assert (10**7, 64) in {c.shape for c in default_cases("cuda")}
-    assert len(default_cases("cpu", matrix="full")) == 64
+    assert len(default_cases("cpu", matrix="full")) == 65
     sizes = default_cases("cpu", matrix="sizes")  # the torch backend's bandwidth target: 2**24 to 2**28 elements
     assert {c.numel for c in sizes} == {2**24, 2**26, 2**28} and {c.dtype for c in sizes} == {"fp32", "bf16"}
     assert len(sizes) == 30 and max(c.numel for c in default_cases("cpu", quick=True, matrix="sizes")) <= 512**2

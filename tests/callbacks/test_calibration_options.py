@@ -1,18 +1,21 @@
-"""PostTrainingDataSparsity's activation-aware scores and least-squares update: defaults
+"""Activation-aware scores and the least-squares update: PostTrainingDataSparsity's (defaults
 unchanged, statistics and masks against a hand computation, the update in the copy, resume,
-bad options, and the sparsifier's scales."""
+bad options, and the sparsifier's scales) and TrainingAwareDataSparsity's (every epoch's copy
+as post-training would make it, in-place statistics per update period, resume, refusals)."""
 
 from __future__ import annotations
 
 import io
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import ModelParallelStrategy
 
-from blocksparsity import DataNormSparsifier, PostTrainingDataSparsity, kernels
+from blocksparsity import DataNormSparsifier, PostTrainingDataSparsity, StepSLScheduler, TrainingAwareDataSparsity, kernels
 from blocksparsity.weight_update import least_squares_update
-from tests.helpers.lightning_models import HALF_BLOCKS_ARGS, TinyModule, loader, trainer
+from tests.helpers.lightning_models import HALF_BLOCKS_ARGS, TinyModule, inplace_ramp, loader, trainer
 
 MLP = ("model.mlp.0.weight",)
 
@@ -157,3 +160,142 @@ def test_sparsifier_scales_round_trip_through_state_dict_with_weights_only():
     assert torch.equal(sparsifier.get_scale("w"), scale)  # unchanged by the bad calls
     sparsifier.set_scale("w", None)
     assert sparsifier.get_scale("w") is None and "scales" not in sparsifier.state_dict()
+
+
+# ---------------------------------------------------------------- training-aware
+CONSTANT = {"gamma": 1, "step_size": 1}  # StepSLScheduler that keeps the level: copies comparable to post-training
+
+
+def _training_aware(**kwargs):
+    return TrainingAwareDataSparsity(DataNormSparsifier, HALF_BLOCKS_ARGS, StepSLScheduler, CONSTANT,
+                                     print_table=False, **kwargs)
+
+
+class _EpochRecorder(pl.Callback):
+    """Before the callbacks after it: the weights at each epoch end, and mlp.0's training inputs by epoch."""
+
+    def __init__(self, module):
+        self.weights, self.inputs, self.epoch = [], {}, 0
+        layer = module.model["mlp"][0]
+        layer.register_forward_pre_hook(
+            lambda m, a: self.inputs.setdefault(self.epoch, []).append(a[0].detach().clone()) if m.training else None)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.weights.append(pl_module.model["mlp"][0].weight.detach().clone())
+
+
+class _CopyRecorder(pl.Callback):
+    """After the training-aware callback: its masks and copy of mlp.0 at each epoch end."""
+
+    def __init__(self, cb):
+        self.cb, self.masks, self.copies = cb, [], []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.masks.append(self.cb.masks["mlp.0.weight"].clone())
+        self.copies.append(self.cb.sparsified["mlp"][0].weight.detach().clone())
+
+
+def test_training_aware_copies_use_each_epochs_statistics_and_update():
+    """Every epoch's copy: masks from that epoch's weights scaled by that epoch's training inputs,
+    kept weights updated from that epoch's H; the last copy equals post-training's, bit for bit."""
+    module = TinyModule()
+    ta = _training_aware(scores="activation", update_weights=True, name="ta")
+    pt = PostTrainingDataSparsity(DataNormSparsifier, HALF_BLOCKS_ARGS, print_table=False, scores="activation",
+                                  update_weights=True, name="pt")
+    before, after = _EpochRecorder(module), _CopyRecorder(ta)
+    _fit(before, ta, after, pt, module=module, epochs=2)
+    assert len(after.masks) == 2
+    for e in range(2):
+        x = torch.cat(before.inputs[e])
+        h = x.T @ x
+        mask = kernels.block_mask(before.weights[e], 0.5, (1, 4), 4, scale=h.diagonal().sqrt().reshape(1, -1))
+        assert torch.equal(after.masks[e], mask)
+        torch.testing.assert_close(after.copies[e], least_squares_update(before.weights[e], mask, h), rtol=1e-4, atol=1e-5)
+        assert bool((after.copies[e][~mask] == 0).all())
+    assert not torch.equal(after.masks[0], after.masks[1])  # each epoch its own statistics
+    for name in pt.masks:
+        assert torch.equal(ta.masks[name], pt.masks[name])
+    for a, b in zip(ta.sparsified.parameters(), pt.sparsified.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(module.model["mlp"][0].weight, before.weights[-1])  # the live model is untouched
+
+
+def test_training_aware_in_place_statistics_restart_after_each_update():
+    """In place, by step: each update's statistics are the batches since the previous update
+    or the epoch's start (8 batches of 16 per epoch, an update every 3 steps: at steps 3, 6 | 9, 12, 15)."""
+    counts = []
+
+    class Counting(TrainingAwareDataSparsity):
+        def _calibrate(self, trainer, pl_module, params):
+            counts.append(self.calibrator.stats.counts["mlp.0.weight"])
+            return super()._calibrate(trainer, pl_module, params)
+
+    ramp = inplace_ramp(every_n_steps=3, total_t=4)
+    cb = Counting(DataNormSparsifier, ramp.data_sparsifier_args, ramp.data_scheduler_class, ramp.data_scheduler_args,
+                  inplace=True, schedule_interval="step", every_n_steps=3, print_table=False, scores="activation")
+    module = TinyModule()
+    before = _EpochRecorder(module)
+    _fit(before, cb, module=module, epochs=2)
+    assert counts == [48, 48, 16, 48, 48]
+    assert cb.data_sparsifier.get_scale("mlp.0.weight") is not None
+
+
+def test_training_aware_in_place_activation_masks_by_epoch():
+    module = TinyModule()
+    cb = TrainingAwareDataSparsity(DataNormSparsifier, HALF_BLOCKS_ARGS, StepSLScheduler, CONSTANT, inplace=True,
+                                   print_table=False, scores="activation", calibration_batches=3)
+    before = _EpochRecorder(module)
+    _fit(before, cb, module=module, epochs=2)
+    x = torch.cat(before.inputs[1][:3])  # the last epoch's first 3 batches
+    mask = kernels.block_mask(before.weights[1], 0.5, (1, 4), 4, scale=(x * x).sum(0).sqrt().reshape(1, -1))
+    assert torch.equal(cb.masks["mlp.0.weight"], mask)
+    assert torch.equal(module.model["mlp"][0].weight, before.weights[1] * mask)
+
+
+def test_training_aware_resumed_run_gives_the_same_masks_and_copy(tmp_path):
+    def make():
+        return _training_aware(scores="activation", update_weights=True)
+
+    whole = make()
+    _fit(whole, epochs=3)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_top_k=-1, save_on_train_epoch_end=True)
+    _fit(make(), checkpoint, epochs=2, enable_checkpointing=True, default_root_dir=tmp_path)
+    resumed = make()
+    trainer(max_epochs=3, callbacks=[resumed]).fit(TinyModule(seed=7), loader(), loader(32),
+                                                  ckpt_path=str(tmp_path / "epoch=1-step=16.ckpt"))
+    assert resumed.updates_done == whole.updates_done == 3
+    for name, mask in whole.masks.items():
+        assert torch.equal(mask, resumed.masks[name])
+    for a, b in zip(whole.sparsified.parameters(), resumed.sparsified.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"scores": "wanda"}, ValueError, "scores"),
+    ({"update_weights": "yes"}, TypeError, "update_weights"),
+    ({"update_weights": True, "inplace": True}, ValueError, r"update_weights=True needs inplace=False"),
+    ({"calibration": "test"}, ValueError, "calibration"),
+    ({"calibration_batches": -1}, ValueError, "calibration_batches"),
+    ({"damping": "0.1"}, (TypeError, ValueError), "damping"),
+    ({"calibration_memory": 1.5}, ValueError, "calibration_memory"),
+])
+def test_training_aware_bad_options_fail_at_construction(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _training_aware(**kwargs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: PostTrainingDataSparsity(DataNormSparsifier, HALF_BLOCKS_ARGS, scores="activation"),
+    lambda: _training_aware(update_weights=True),
+])
+def test_sharded_strategy_is_refused_at_setup(make):
+    """FSDP2 (ModelParallelStrategy shards after setup): refused at setup, before training."""
+    cb = make()
+    strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+    t = pl.Trainer(accelerator="cpu", devices=2, strategy=strategy, callbacks=[cb], logger=False)
+    with pytest.raises(ValueError, match=r"do not support sharded \(FSDP2/DTensor\) parameters"):
+        cb.setup(t, TinyModule(), "fit")
+    assert cb.calibrator is None

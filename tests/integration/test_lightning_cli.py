@@ -112,3 +112,20 @@ def test_activation_scores_and_update_from_the_command_line():
     assert (options.scores, options.update_weights, options.calibration, options.calibration_batches,
             options.damping) == ("activation", True, "val", 2, 0.05)
     assert pt.data_sparsifier.get_scale("mlp.0.weight") is not None and set(pt.masks) == MATRICES
+
+
+def test_training_aware_calibration_options_from_the_command_line():
+    cli = run_cli(["--trainer.callbacks+=blocksparsity.TrainingAwareDataSparsity",
+                   "--trainer.callbacks.data_sparsifier_class=blocksparsity.DataNormSparsifier",
+                   "--trainer.callbacks.data_sparsifier_args={sparsity_level: 0.5, zeros_per_block: 4}",
+                   "--trainer.callbacks.data_scheduler_class=blocksparsity.StepSLScheduler",
+                   "--trainer.callbacks.data_scheduler_args={gamma: 1}",
+                   "--trainer.callbacks.scores=activation", "--trainer.callbacks.update_weights=true",
+                   "--trainer.callbacks.calibration_batches=3", "--trainer.callbacks.damping=0.02",
+                   "--trainer.callbacks.calibration_memory=4096"])
+    (ta,) = our_callbacks(cli)
+    options = ta.calibration_options
+    assert (options.scores, options.update_weights, options.calibration, options.calibration_batches, options.damping,
+            options.calibration_memory) == ("activation", True, "train", 3, 0.02, 4096)
+    assert ta.updates_done == 2 and ta.data_sparsifier.get_scale("mlp.0.weight") is not None
+    assert len(ta.calibrator.groups) == 2  # 4096 bytes: mlp.0's 16x16 float32 H, then mlp.2's
