@@ -228,6 +228,14 @@ def _ours_inplace(level, plan, module):
                                      param_filter=pruned, print_table=False)
 
 
+def _ours_inplace_per_epoch(level, plan, module):
+    """In place with one mask update per epoch, the cadence of ``ModelPruning``: the row that
+    compares what each costs at the same number of updates."""
+    return TrainingAwareDataSparsity(DataNormSparsifier, _sparsifier_args(level), CubicSLScheduler,
+                                     {"init_sl": 0.0, "init_t": 0, "delta_t": 1, "total_t": max(1, plan.ramp_epochs - 1)},
+                                     inplace=True, param_filter=pruned, print_table=False)
+
+
 def _targets(model: nn.Module) -> list[tuple[nn.Module, str]]:
     return [(m, n) for m in model.modules() for n, p in m.named_parameters(recurse=False) if pruned(n, p)]
 
@@ -301,6 +309,8 @@ METHODS = [
     Method("copy", "ours: TrainingAwareDataSparsity (copy per epoch)", True, _ours_copy, _copy_final, lambda level: "block"),
     Method("inplace", "ours: TrainingAwareDataSparsity(inplace=True), cubic per step", False, _ours_inplace, _live_final,
            lambda level: "block"),
+    Method("inplace-epoch", "ours: TrainingAwareDataSparsity(inplace=True), cubic per epoch", False,
+           _ours_inplace_per_epoch, _live_final, lambda level: "block"),
     Method("mp-l1", "Lightning ModelPruning l1_unstructured", False, _modelpruning("l1_unstructured"), _live_final,
            lambda level: "element", _not_2_4),
     Method("mp-ln", "Lightning ModelPruning ln_structured (L1, dim 1)", False,

@@ -11,10 +11,10 @@ from benchmarks.accuracy.report import cells
 from benchmarks.accuracy.study import Study
 
 COLORS = {"post": "#f4a261", "post-act": "#c77dff", "post-act-upd": "#7209b7",
-          "copy": "#e9c46a", "inplace": "#2a9d8f", "mp-l1": "#264653", "mp-ln": "#8d99ae",
+          "copy": "#e9c46a", "inplace": "#2a9d8f", "inplace-epoch": "#52b788", "mp-l1": "#264653", "mp-ln": "#8d99ae",
           "ao-post": "#e76f51", "ao-copy": "#b5838d"}
 STYLES = {"ao-post": ("--", "s"), "ao-copy": ("--", "^"), "copy": ("-", "v")}  # copies that coincide stay visible
-IN_TRAINING = ("inplace", "mp-l1", "mp-ln")  # the bottom row: the methods that prune while training, zoomed in
+IN_TRAINING = ("inplace", "inplace-epoch", "mp-l1", "mp-ln")  # the bottom row: the methods that prune while training, zoomed in
 JITTER = 0.35  # x offset between methods (percentage points), so equal points do not hide each other
 
 
