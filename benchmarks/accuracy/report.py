@@ -130,7 +130,7 @@ def _post_training_goals(study: Study, by: dict) -> list[str]:
 
 def _in_place_cost_goals(study: Study, by: dict) -> list[str]:
     """Issue 23's goals: in-place hook time at most 5% of training on every task; at one
-    update per epoch, no more time in our hooks than in ``ModelPruning``'s."""
+    update per epoch, training costs no more than with ``ModelPruning``."""
     lines = []
     for task in study.tasks:
         in_place = [c for (t, _, m), c in by.items() if t == task and m in ("inplace", "inplace-epoch")
@@ -140,16 +140,18 @@ def _in_place_cost_goals(study: Study, by: dict) -> list[str]:
             verdict = "met" if worst.overhead <= IN_PLACE_OVERHEAD_GOAL else "**missed**"
             lines.append(f"- {task}, in place: hook time at most {worst.overhead:.1%} of training ({worst.level}, "
                          f"{METHODS_BY_KEY[worst.method].label}; goal at most 5%: {verdict})")
+        # ModelPruning's masking runs in forward pre-hooks inside the training step, which its
+        # hook time does not see: what each costs is the whole fit's wall time.
         ratios = []
         for level in ("50%", "75%", "90%"):
             ours, theirs = by.get((task, level, "inplace-epoch")), by.get((task, level, "mp-l1"))
-            if ours and theirs and ours.sparsity_seconds is not None and theirs.sparsity_seconds:
-                ratios.append((level, ours.sparsity_seconds / theirs.sparsity_seconds))
+            if ours and theirs and ours.fit_seconds and theirs.fit_seconds:
+                ratios.append((level, ours.fit_seconds / theirs.fit_seconds))
         if ratios:
             verdict = "met" if all(r <= 1.0 for _, r in ratios) else "**missed**"
             shown = ", ".join(f"{level} {r:.2f}x" for level, r in ratios)
-            lines.append(f"- {task}, one update per epoch: our hook time / ModelPruning's: {shown} "
-                         f"(goal at most 1x: {verdict})")
+            lines.append(f"- {task}, one mask update per epoch: our training time / ModelPruning's (its masking runs "
+                         f"inside the step, so whole fits are compared): {shown} (goal at most 1x: {verdict})")
     return lines
 
 

@@ -34,7 +34,7 @@ def test_quick_study_every_method_has_a_row_and_reaches_its_level(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| level | method |" in done.stdout and "Goals:" in done.stdout
-    assert "in place: hook time at most" in done.stdout and "one update per epoch: our hook time" in done.stdout
+    assert "in place: hook time at most" in done.stdout and "one mask update per epoch: our training time" in done.stdout
     assert "it/s" not in done.stderr and "run/s" not in done.stderr  # no progress bar lines when not on a terminal
     assert "GPU available" not in done.stderr and "fit` stopped" not in done.stderr  # no Lightning lines per run
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
