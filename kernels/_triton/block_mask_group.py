@@ -4,11 +4,12 @@ with one launch per stage for the whole group, instead of one set of launches pe
 Stages, each one launch over every tensor of the group:
 
 1. scores and non-finite flags (``_group_block_norm_kernel``), into one float32 buffer holding
-   every tensor's block grid one after the other;
+   every tensor's block grid one after the other (each from a multiple of ``ALIGN`` elements);
 2. each tensor's threshold: three radix passes, each a histogram launch and a pick launch
    (``_group_radix_histogram_kernel``, ``_group_radix_pick_kernel``), then the ties per mask
    tile (``_group_tie_count_kernel``) and one ``cumsum``;
-3. the masks (``_group_block_mask_kernel``), into one bool buffer holding every mask.
+3. the masks (``_group_block_mask_kernel``), into one bool buffer holding every mask (each
+   from a multiple of ``ALIGN`` elements).
 
 How a program finds its tensor: the launcher writes a small int64 *member table* on the
 device, field-major (field ``f`` of tensor ``t`` at ``table[f * n_tensors + t]``): each
@@ -50,12 +51,15 @@ X_ROW_STRIDE = tl.constexpr(6)
 X_COL_STRIDE = tl.constexpr(7)
 SCALE_ROW_STRIDE = tl.constexpr(8)
 SCALE_COL_STRIDE = tl.constexpr(9)
-FIRST_BLOCK = tl.constexpr(10)  # offset of the tensor's scores in the group's score buffer
-FIRST_ELEMENT = tl.constexpr(11)  # offset of the tensor's mask in the group's mask buffer
+FIRST_BLOCK = tl.constexpr(10)  # offset of the tensor's scores in the group's score buffer (of ALIGN)
+FIRST_ELEMENT = tl.constexpr(11)  # offset of the tensor's mask in the group's mask buffer (of ALIGN)
 FIRST_TILE = tl.constexpr(12)  # the tensor's first program in the block launches (norm, ties, mask)
 FIRST_SELECT_PROGRAM = tl.constexpr(13)  # the tensor's first program in the histogram launches
 SELECT_PROGRAMS = tl.constexpr(14)  # its number of histogram programs (0: no selection needed)
 N_FIELDS = 15
+# Members' scores and masks start at multiples of ALIGN elements of the group's buffers, so
+# that (the buffers being 16-byte aligned) their loads and stores may be vectorised.
+ALIGN = 16
 
 
 @triton.jit
@@ -76,15 +80,30 @@ def entry(table_ptr, n_tensors, t, FIELD: tl.constexpr):
 
 
 @triton.jit
-def member_layout(x_ptr, scale_ptr, table_ptr, n_tensors, t, HAS_SCALE: tl.constexpr, FLAT_ADDRESSING: tl.constexpr):
+def first_of(table_ptr, n_tensors, t, FIELD: tl.constexpr):
+    """``FIRST_BLOCK`` or ``FIRST_ELEMENT`` of tensor ``t``, a multiple of ``ALIGN`` (16), with the hint."""
+    return tl.multiple_of(entry(table_ptr, n_tensors, t, FIELD), 16)
+
+
+@triton.jit
+def member_layout(
+    x_ptr, scale_ptr, table_ptr, n_tensors, t,
+    HAS_SCALE: tl.constexpr, FLAT_ADDRESSING: tl.constexpr, ALIGNED: tl.constexpr,
+):
     """Tensor ``t``'s data and scale pointers (typed as ``x_ptr`` and ``scale_ptr``, which are
     only read for their types) and its ``(n_rows, n_cols, n_block_cols, n_blocks, x_row_stride,
     x_col_stride, scale_row_stride, scale_col_stride)``, as the per-tensor kernels take them.
     With ``FLAT_ADDRESSING`` the column strides are the constant 1 (the flat path's dense
-    strides, so that loads vectorise as in a per-tensor launch)."""
+    strides, so that loads vectorise as in a per-tensor launch); with ``ALIGNED`` (every
+    member's data and scale address is a multiple of 16 bytes) the pointers carry that hint,
+    which a pointer read from a table lacks (Triton gives it to pointer arguments)."""
     x = entry(table_ptr, n_tensors, t, X_ADDRESS).to(x_ptr.dtype)
+    if ALIGNED:
+        x = tl.multiple_of(x, 16)
     if HAS_SCALE:
         scale = entry(table_ptr, n_tensors, t, SCALE_ADDRESS).to(scale_ptr.dtype)
+        if ALIGNED:
+            scale = tl.multiple_of(scale, 16)
     else:
         scale = x
     n_cols = entry(table_ptr, n_tensors, t, N_COLS)
@@ -107,7 +126,7 @@ def _group_block_norm_kernel(
     x_ptr, scale_ptr, table_ptr, scores_ptr, flags_ptr, n_tensors,
     L2_NORM: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
     BLOCK_SIZE_POW2: tl.constexpr, BLOCKS_PER_PROGRAM: tl.constexpr, BLOCK_IN_REGISTERS: tl.constexpr,
-    FLAT_ADDRESSING: tl.constexpr, TENSORS_POW2: tl.constexpr,
+    FLAT_ADDRESSING: tl.constexpr, ALIGNED: tl.constexpr, TENSORS_POW2: tl.constexpr,
 ):
     """Stage 1: every block's score of every tensor of the group, and each tensor's non-finite
     flag (as ``_block_norm_kernel`` per tensor, bit for bit).
@@ -132,17 +151,19 @@ def _group_block_norm_kernel(
     BLOCKS_PER_PROGRAM)``.
 
     Constexprs: as ``_block_norm_kernel``'s (``FLAT_ADDRESSING`` only when every tensor and scale
-    of the group qualifies); ``TENSORS_POW2``: ``n_tensors`` rounded up to a power of two.
+    of the group qualifies); ``ALIGNED``: every member's data (and scale) address is a multiple
+    of 16 bytes; ``TENSORS_POW2``: ``n_tensors`` rounded up to a power of two.
     """
     pid = tl.program_id(0).to(tl.int64)
     t = member(pid, table_ptr, n_tensors, FIRST_TILE, TENSORS_POW2)
     (x, scale, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride, scale_row_stride,
-     scale_col_stride) = member_layout(x_ptr, scale_ptr, table_ptr, n_tensors, t, HAS_SCALE, FLAT_ADDRESSING)
+     scale_col_stride) = member_layout(x_ptr, scale_ptr, table_ptr, n_tensors, t, HAS_SCALE, FLAT_ADDRESSING,
+                                       ALIGNED)
     blocks = (pid - entry(table_ptr, n_tensors, t, FIRST_TILE)) * BLOCKS_PER_PROGRAM + tl.arange(0, BLOCKS_PER_PROGRAM)
     scores, bad = block_scores(x, scale, blocks, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride,
                                scale_row_stride, scale_col_stride, L2_NORM, HAS_SCALE, BLOCK_ROWS, BLOCK_COLS,
                                BLOCK_SIZE_POW2, BLOCK_IN_REGISTERS, FLAT_ADDRESSING)
-    tl.store(scores_ptr + entry(table_ptr, n_tensors, t, FIRST_BLOCK) + blocks, scores, mask=blocks < n_blocks)
+    tl.store(scores_ptr + first_of(table_ptr, n_tensors, t, FIRST_BLOCK) + blocks, scores, mask=blocks < n_blocks)
     tl.store(flags_ptr + t, 1, mask=bad != 0)
 
 
@@ -170,7 +191,7 @@ def _group_radix_histogram_kernel(
     """
     pid = tl.program_id(0).to(tl.int64)
     t = member(pid, table_ptr, n_tensors, FIRST_SELECT_PROGRAM, TENSORS_POW2)
-    add_digit_histogram(scores_ptr + entry(table_ptr, n_tensors, t, FIRST_BLOCK), entry(table_ptr, n_tensors, t, N_BLOCKS),
+    add_digit_histogram(scores_ptr + first_of(table_ptr, n_tensors, t, FIRST_BLOCK), entry(table_ptr, n_tensors, t, N_BLOCKS),
                         tl.load(state_ptr + 2 * t), hist_ptr + t.to(tl.int64) * (1 << DIGIT_BITS),
                         pid - entry(table_ptr, n_tensors, t, FIRST_SELECT_PROGRAM),
                         entry(table_ptr, n_tensors, t, SELECT_PROGRAMS), DIGIT_SHIFT, DIGIT_BITS, SCORES_PER_STEP)
@@ -205,7 +226,7 @@ def _group_tie_count_kernel(
     pid = tl.program_id(0).to(tl.int64)
     t = member(pid, table_ptr, n_tensors, FIRST_TILE, TENSORS_POW2)
     first = (pid - entry(table_ptr, n_tensors, t, FIRST_TILE)) * BLOCKS_PER_PROGRAM
-    ties = count_ties(scores_ptr + entry(table_ptr, n_tensors, t, FIRST_BLOCK), first,
+    ties = count_ties(scores_ptr + first_of(table_ptr, n_tensors, t, FIRST_BLOCK), first,
                       entry(table_ptr, n_tensors, t, N_BLOCKS), tl.load(state_ptr + 2 * t), BLOCKS_PER_PROGRAM)
     tl.store(tie_counts_ptr + pid, ties)
 
@@ -215,7 +236,7 @@ def _group_block_mask_kernel(
     x_ptr, scale_ptr, table_ptr, scores_ptr, state_ptr, ties_before_ptr, mask_ptr, n_tensors, zeros_per_block,
     HAS_SCALE: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr, BLOCK_SIZE_POW2: tl.constexpr,
     BLOCKS_PER_PROGRAM: tl.constexpr, BLOCK_IN_REGISTERS: tl.constexpr, FLAT_ADDRESSING: tl.constexpr,
-    PRUNE_WHOLE_BLOCKS: tl.constexpr, TENSORS_POW2: tl.constexpr,
+    PRUNE_WHOLE_BLOCKS: tl.constexpr, ALIGNED: tl.constexpr, TENSORS_POW2: tl.constexpr,
 ):
     """Stage 3: every tensor's keep-mask (``_block_mask_kernel`` per tensor, without ``out``).
     The block scores are read from stage 1's buffer (the same bits the per-tensor kernel
@@ -239,15 +260,16 @@ def _group_block_mask_kernel(
     pid = tl.program_id(0).to(tl.int64)
     t = member(pid, table_ptr, n_tensors, FIRST_TILE, TENSORS_POW2)
     (x, scale, n_rows, n_cols, n_block_cols, n_blocks, x_row_stride, x_col_stride, scale_row_stride,
-     scale_col_stride) = member_layout(x_ptr, scale_ptr, table_ptr, n_tensors, t, HAS_SCALE, FLAT_ADDRESSING)
+     scale_col_stride) = member_layout(x_ptr, scale_ptr, table_ptr, n_tensors, t, HAS_SCALE, FLAT_ADDRESSING,
+                                       ALIGNED)
     first_tile = entry(table_ptr, n_tensors, t, FIRST_TILE)
     blocks = (pid - first_tile) * BLOCKS_PER_PROGRAM + tl.arange(0, BLOCKS_PER_PROGRAM)
     inside = blocks < n_blocks
-    scores = tl.load(scores_ptr + entry(table_ptr, n_tensors, t, FIRST_BLOCK) + blocks, mask=inside, other=0.0)
+    scores = tl.load(scores_ptr + first_of(table_ptr, n_tensors, t, FIRST_BLOCK) + blocks, mask=inside, other=0.0)
     ties_before = tl.load(ties_before_ptr + pid) - tl.load(ties_before_ptr + first_tile)
     pruned = pruned_blocks(scores, blocks, n_blocks, tl.load(state_ptr + 2 * t), tl.load(state_ptr + 2 * t + 1),
                            ties_before)
-    masks = mask_ptr + entry(table_ptr, n_tensors, t, FIRST_ELEMENT)
+    masks = mask_ptr + first_of(table_ptr, n_tensors, t, FIRST_ELEMENT)
     # No `out` (WRITE_MASKED False): `x` stands in for it, `inside` for the unread flag test.
     if BLOCK_IN_REGISTERS:
         _mask_tile(x, scale, x, masks, blocks, pruned, inside, n_rows, n_cols, n_block_cols, n_blocks,
@@ -336,8 +358,8 @@ def _block_mask_group(
             column.append(value)
         # (prefix bits, k left): a tensor pruning no block or every block needs no selection.
         states += [0, k] if sel else [PRUNE_ALL_BITS if k >= nb else 0, 0]
-        first_block += nb
-        first_element += x.numel()
+        first_block += cdiv(nb, ALIGN) * ALIGN
+        first_element += cdiv(x.numel(), ALIGN) * ALIGN
         first_tile += cdiv(nb, bpp)
         first_program += programs
     host = torch.tensor([v for column in columns for v in column] + states, dtype=torch.int64)
@@ -350,9 +372,10 @@ def _block_mask_group(
     buffer = torch.empty(first_element, dtype=torch.bool, device=device)
     x_ptr = xs[0]
     scale_ptr = group_scales[0] if has_scale else x_ptr
+    addresses = [x.data_ptr() for x in xs] + [s.data_ptr() for s in group_scales or ()]
     shape = {"BLOCK_ROWS": bh, "BLOCK_COLS": bw, "BLOCK_SIZE_POW2": launch.block_size_pow2,
              "BLOCKS_PER_PROGRAM": bpp, "BLOCK_IN_REGISTERS": launch.in_registers, "FLAT_ADDRESSING": flat,
-             "TENSORS_POW2": triton.next_power_of_2(n)}
+             "ALIGNED": all(a % 16 == 0 for a in addresses), "TENSORS_POW2": triton.next_power_of_2(n)}
     with _device.on_device(xs[0]):
         _group_block_norm_kernel[(total_tiles,)](
             x_ptr, scale_ptr, table, scores, flags, n, L2_NORM=norm == "L2", HAS_SCALE=has_scale, **shape,
@@ -386,5 +409,5 @@ def _block_mask_group(
     masks, start = [], 0
     for x in xs:
         masks.append(buffer[start : start + x.numel()].view(x.shape))
-        start += x.numel()
+        start += cdiv(x.numel(), ALIGN) * ALIGN
     return masks, flags != 0

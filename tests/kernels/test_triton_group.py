@@ -50,6 +50,9 @@ def members(name, kind, dtype, device, transpose_first=False):
     xs = [data(s, seed=i, kind=kind, dtype=dtype, device=device) for i, s in enumerate(shapes)]
     if transpose_first:  # a strided view: (W, H) data seen as (H, W)
         xs[0] = data(shapes[0][::-1], seed=99, kind=kind, dtype=dtype, device=device).t()
+    if name == "flat":  # a contiguous member whose address is not 16-byte aligned (no ALIGNED hint)
+        h, w = shapes[-1]
+        xs[-1] = data((h * w + 1,), seed=98, kind=kind, dtype=dtype, device=device)[1:].view(h, w)
     return bs, xs
 
 
