@@ -6,6 +6,7 @@ bad data are gated on the device flag."""
 from blocksparsity.kernels._common import TRITON
 from blocksparsity.kernels._triton.apply_mask import apply_mask
 from blocksparsity.kernels._triton.block_mask import block_mask, block_mask_given, sparsify
+from blocksparsity.kernels._triton.block_mask_group import block_mask_group
 from blocksparsity.kernels._triton.block_norm import block_norm
 from blocksparsity.kernels._triton.select import select_threshold
 
@@ -18,6 +19,7 @@ __all__ = [
     "apply_mask",
     "block_mask",
     "block_mask_given",
+    "block_mask_group",
     "block_norm",
     "select_threshold",
     "sparsify",

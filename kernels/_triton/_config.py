@@ -31,6 +31,12 @@ DO_NOT_SPECIALIZE = {
     "_block_norm_kernel": ("n_rows", "n_block_cols"),
     "_block_mask_kernel": ("n_rows", "n_block_cols", "zeros_per_block"),
     "_apply_mask_kernel": ("n_cols",),
+    # Group kernels (block_mask_group): n_tensors only sizes the member table; every size and
+    # stride is read from that table, so none is specialised anyway.
+    "_group_block_norm_kernel": ("n_tensors",),
+    "_group_radix_histogram_kernel": ("n_tensors",),
+    "_group_tie_count_kernel": ("n_tensors",),
+    "_group_block_mask_kernel": ("n_tensors", "zeros_per_block"),
 }
 # enable_fp_fusion=False everywhere: score sums must never be contracted into FMAs.
 LAUNCH_OPTIONS = {"num_warps": NUM_WARPS, "enable_fp_fusion": False}
@@ -54,3 +60,10 @@ def block_launch(block_shape: tuple[int, int]) -> BlockLaunch:
 
 def select_grid(n: int) -> int:
     return max(1, min(triton.cdiv(n, SELECT_TILE), SELECT_PROGRAMS))
+
+
+def group_select_programs(n: int, group_total: int) -> int:
+    """Histogram programs for ``n`` of the ``group_total`` scores that a group launch selects
+    over: its share of ``SELECT_PROGRAMS`` (so the group launch has about as many as one
+    per-tensor launch), at least 1, at most one per ``SELECT_TILE`` scores."""
+    return max(1, min(triton.cdiv(n, SELECT_TILE), triton.cdiv(SELECT_PROGRAMS * n, group_total)))

@@ -28,6 +28,61 @@ RADIX_DIGITS = COMPACT_DIGITS
 
 
 @triton.jit
+def add_digit_histogram(
+    scores_ptr, n_scores, prefix, hist_ptr, program, n_programs,
+    DIGIT_SHIFT: tl.constexpr, DIGIT_BITS: tl.constexpr, SCORES_PER_STEP: tl.constexpr,
+):
+    """One program's share of a radix digit's histogram, added atomically to ``hist_ptr``.
+
+    Program ``program`` of ``n_programs`` (both int64 scalars) strides over the ``n_scores``
+    float32 scores at ``scores_ptr`` ``SCORES_PER_STEP`` at a time, starting at
+    ``program * SCORES_PER_STEP``, and adds once, to ``hist_ptr[d]`` (``[N_BINS]`` int64),
+    ``#{i : bits_i >> PREFIX_SHIFT == prefix >> PREFIX_SHIFT and (bits_i >> DIGIT_SHIFT) & (N_BINS - 1) == d}``
+    (``prefix``: int64 scalar, the digits chosen so far; see ``_radix_histogram_kernel``).
+    """
+    N_BINS: tl.constexpr = 1 << DIGIT_BITS
+    PREFIX_SHIFT: tl.constexpr = DIGIT_SHIFT + DIGIT_BITS
+    counts = tl.zeros([2 * N_BINS], tl.int64)
+    for start in range(program * SCORES_PER_STEP, n_scores, n_programs * SCORES_PER_STEP):
+        offs = start + tl.arange(0, SCORES_PER_STEP)
+        inside = offs < n_scores
+        bits = tl.load(scores_ptr + offs, mask=inside, other=0.0).to(tl.int32, bitcast=True)
+        match = inside & ((bits >> PREFIX_SHIFT) == (prefix >> PREFIX_SHIFT))
+        # Scores outside the chosen prefix land in bin N_BINS, in the upper half, which is dropped:
+        # one fixed-size tl.histogram instead of a masked one.
+        digit = tl.where(match, (bits >> DIGIT_SHIFT) & (N_BINS - 1), N_BINS)
+        counts += tl.histogram(digit, 2 * N_BINS).to(tl.int64)
+    bins = tl.arange(0, 2 * N_BINS)
+    tl.atomic_add(hist_ptr + bins, counts, mask=bins < N_BINS)
+
+
+@triton.jit
+def pick_digit(hist_ptr, state_ptr, DIGIT_SHIFT: tl.constexpr, DIGIT_BITS: tl.constexpr):
+    """Append the digit holding the k-th smallest score to the prefix in ``state_ptr``
+    (``[2]`` int64: prefix bits, k remaining), from that digit's histogram ``hist_ptr``
+    (``[N_BINS]`` int64); see ``_radix_pick_kernel``. With ``k == 0`` it changes nothing
+    (digit 0, nothing before it): a selection with nothing left to prune stays as it is."""
+    N_BINS: tl.constexpr = 1 << DIGIT_BITS
+    bins = tl.arange(0, N_BINS)
+    counts = tl.load(hist_ptr + bins)
+    k = tl.load(state_ptr + 1)
+    digit = tl.sum((tl.cumsum(counts, 0) < k).to(tl.int32), 0)  # first bin reaching k
+    before = tl.sum(tl.where(bins < digit, counts, 0), 0)
+    tl.store(state_ptr, tl.load(state_ptr) | (digit.to(tl.int64) << DIGIT_SHIFT))
+    tl.store(state_ptr + 1, k - before)
+
+
+@triton.jit
+def count_ties(scores_ptr, first, n_scores, threshold_bits, BLOCKS_PER_PROGRAM: tl.constexpr):
+    """How many of the scores ``[first, first + BLOCKS_PER_PROGRAM)`` (those below ``n_scores``;
+    float32 at ``scores_ptr``) have the bits ``threshold_bits``: int64 scalar."""
+    offs = first + tl.arange(0, BLOCKS_PER_PROGRAM)
+    bits = tl.load(scores_ptr + offs, mask=offs < n_scores, other=0.0).to(tl.int32, bitcast=True)
+    equal = (offs < n_scores) & (bits == threshold_bits)
+    return tl.sum(equal.to(tl.int32), 0).to(tl.int64)
+
+
+@triton.jit
 def _radix_histogram_kernel(
     scores_ptr, n_scores, state_ptr, hist_ptr,
     DIGIT_SHIFT: tl.constexpr, DIGIT_BITS: tl.constexpr, SCORES_PER_STEP: tl.constexpr,
@@ -51,21 +106,8 @@ def _radix_histogram_kernel(
       DIGIT_SHIFT, DIGIT_BITS: this digit is bits ``[DIGIT_SHIFT, DIGIT_SHIFT + DIGIT_BITS)``.
       SCORES_PER_STEP: scores a program loads per step.
     """
-    N_BINS: tl.constexpr = 1 << DIGIT_BITS
-    PREFIX_SHIFT: tl.constexpr = DIGIT_SHIFT + DIGIT_BITS
-    prefix = tl.load(state_ptr)
-    counts = tl.zeros([2 * N_BINS], tl.int64)
-    for start in range(tl.program_id(0).to(tl.int64) * SCORES_PER_STEP, n_scores, tl.num_programs(0) * SCORES_PER_STEP):
-        offs = start + tl.arange(0, SCORES_PER_STEP)
-        inside = offs < n_scores
-        bits = tl.load(scores_ptr + offs, mask=inside, other=0.0).to(tl.int32, bitcast=True)
-        match = inside & ((bits >> PREFIX_SHIFT) == (prefix >> PREFIX_SHIFT))
-        # Scores outside the chosen prefix land in bin N_BINS, in the upper half, which is dropped:
-        # one fixed-size tl.histogram instead of a masked one.
-        digit = tl.where(match, (bits >> DIGIT_SHIFT) & (N_BINS - 1), N_BINS)
-        counts += tl.histogram(digit, 2 * N_BINS).to(tl.int64)
-    bins = tl.arange(0, 2 * N_BINS)
-    tl.atomic_add(hist_ptr + bins, counts, mask=bins < N_BINS)
+    add_digit_histogram(scores_ptr, n_scores, tl.load(state_ptr), hist_ptr, tl.program_id(0).to(tl.int64),
+                        tl.num_programs(0), DIGIT_SHIFT, DIGIT_BITS, SCORES_PER_STEP)
 
 
 @triton.jit
@@ -84,14 +126,7 @@ def _radix_pick_kernel(hist_ptr, state_ptr, DIGIT_SHIFT: tl.constexpr, DIGIT_BIT
 
     Grid: ``(1,)``. Constexprs: ``DIGIT_SHIFT``, ``DIGIT_BITS`` as in ``_radix_histogram_kernel``.
     """
-    N_BINS: tl.constexpr = 1 << DIGIT_BITS
-    bins = tl.arange(0, N_BINS)
-    counts = tl.load(hist_ptr + bins)
-    k = tl.load(state_ptr + 1)
-    digit = tl.sum((tl.cumsum(counts, 0) < k).to(tl.int32), 0)  # first bin reaching k
-    before = tl.sum(tl.where(bins < digit, counts, 0), 0)
-    tl.store(state_ptr, tl.load(state_ptr) | (digit.to(tl.int64) << DIGIT_SHIFT))
-    tl.store(state_ptr + 1, k - before)
+    pick_digit(hist_ptr, state_ptr, DIGIT_SHIFT, DIGIT_BITS)
 
 
 @triton.jit
@@ -108,10 +143,9 @@ def _tie_count_kernel(scores_ptr, n_scores, state_ptr, tie_counts_ptr, BLOCKS_PE
     Grid: ``(cdiv(n_scores, BLOCKS_PER_PROGRAM),)``. Constexpr ``BLOCKS_PER_PROGRAM``: the mask
     kernel's blocks per program, so that program ``p`` counts exactly mask program ``p``'s blocks.
     """
-    offs = tl.program_id(0).to(tl.int64) * BLOCKS_PER_PROGRAM + tl.arange(0, BLOCKS_PER_PROGRAM)
-    bits = tl.load(scores_ptr + offs, mask=offs < n_scores, other=0.0).to(tl.int32, bitcast=True)
-    equal = (offs < n_scores) & (bits == tl.load(state_ptr))
-    tl.store(tie_counts_ptr + tl.program_id(0), tl.sum(equal.to(tl.int32), 0).to(tl.int64))
+    first = tl.program_id(0).to(tl.int64) * BLOCKS_PER_PROGRAM
+    ties = count_ties(scores_ptr, first, n_scores, tl.load(state_ptr), BLOCKS_PER_PROGRAM)
+    tl.store(tie_counts_ptr + tl.program_id(0), ties)
 
 
 def radix_state(scores: torch.Tensor, k: int, reduce: Reduce | None = None) -> torch.Tensor:

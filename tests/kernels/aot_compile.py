@@ -31,7 +31,7 @@ from triton.runtime.jit import create_function_from_signature
 from blocksparsity.kernels._common import Threshold, shape_2d
 from blocksparsity.kernels.api import clip_block
 
-MODULES = ("apply_mask", "block_mask", "block_norm", "select")
+MODULES = ("apply_mask", "block_mask", "block_mask_group", "block_norm", "select")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Every block shape in float32; in 16-bit types the ones that exercise something else
 # (1-2 element blocks from clip_block, a flat (1, 4), 2-D tiles, the loop path).
@@ -89,6 +89,41 @@ def record_scaled(x: torch.Tensor, dtype: torch.dtype) -> None:
                     _triton.sparsify(x, 7, bs, zpb, norm, x, scale=scale)
 
 
+def record_groups(dtype: torch.dtype) -> None:
+    """Group launches (``block_mask_group``: the member-table kernels) over groups of the
+    layouts above: all of them (strided, so not flat) and the contiguous ones alone (flat for
+    (1, bw) blocks tiling rows), members grouped by the block shape ``clip_block`` gives them,
+    every ``zeros_per_block`` class (0, part, whole), both norms, with and without selection,
+    and scaled groups (one scale dtype; mixed dtypes, cast to float32; members without one)."""
+    from blocksparsity.kernels import _triton
+
+    named = {name: x for name, x in layouts(dtype) if not x.is_meta}
+    groups = (list(named.values()), [named["contiguous"], named["misaligned"]])
+    for requested in (BLOCK_SHAPES if dtype == torch.float32 else HALF_BLOCK_SHAPES):
+        for members in groups:
+            by_shape: dict = {}
+            for x in members:
+                by_shape.setdefault(clip_block(shape_2d(x.shape), requested), []).append(x)
+            for bs, xs in by_shape.items():
+                xs = xs if len(xs) > 1 else xs * 2  # a group of one takes the per-tensor path
+                size = bs[0] * bs[1]
+                ks = [max(1, x.numel() // size // 2) for x in xs]
+                for norm in ("L1", "L2"):
+                    for zpb in {size, max(1, size // 2)}:
+                        _triton.block_mask_group(xs, ks, bs, zpb, norm)
+                _triton.block_mask_group(xs, [0] * len(xs), bs, 0, "L1")  # no selection
+                if requested in SCALED_BLOCK_SHAPES:
+                    for scale_dtypes in ((torch.float32,), (torch.float16,), (torch.float16, torch.float64, None)):
+                        group_scales = []
+                        for i, x in enumerate(xs):  # member i: the i-th form (per column, per row, full, one value)
+                            h, w = x.shape
+                            scale_dtype = scale_dtypes[i % len(scale_dtypes)]
+                            form = ((1, w), (h, 1), (h, w), (1, 1))[i % 4]
+                            group_scales.append(None if scale_dtype is None else
+                                                torch.ones(form, dtype=scale_dtype, device=x.device).expand(h, w))
+                        _triton.block_mask_group(xs, ks, bs, max(1, size // 2), "L2", group_scales)
+
+
 def record_launches() -> list:
     """Every launch the launchers make over the configurations above (kernels not run)."""
     log: list = []
@@ -124,6 +159,8 @@ def record_launches() -> list:
             keep = torch.ones(x.shape, dtype=torch.bool, device=x.device)
             _triton.apply_mask(x, keep, torch.empty_like(x))
             _triton.apply_mask(x, keep, x)
+    for dtype in DTYPES:
+        record_groups(dtype)
     for _, x in layouts(torch.float64):  # float64: apply_mask only
         keep = torch.ones(x.shape, dtype=torch.bool, device=x.device)
         _triton.apply_mask(x, keep, torch.empty_like(x))
@@ -147,7 +184,7 @@ def specialisations(log: list, backend) -> dict:
 
 
 SHAPE_CONSTEXPRS = ("BLOCK_ROWS", "BLOCK_COLS", "BLOCK_SIZE_POW2", "BLOCKS_PER_PROGRAM", "ELEMENTS_PER_PROGRAM",
-                    "SCORES_PER_STEP", "BLOCK_IN_REGISTERS", "DIGIT_SHIFT", "DIGIT_BITS")
+                    "SCORES_PER_STEP", "BLOCK_IN_REGISTERS", "DIGIT_SHIFT", "DIGIT_BITS", "TENSORS_POW2")
 
 
 def covering(found: dict) -> list:
