@@ -33,3 +33,8 @@ KTHVALUE_MAX_BLOCKS = 1 << 14
 # this many, and only groups holding a match are gathered (``select.with_prefix``). Larger
 # groups: fewer group flags to scan, but more non-matching scores gathered with each match.
 MATCH_GROUP = 16
+# Largest tensor (elements) that takes the small-tensor path (``_torch.small``): a few whole-
+# tensor ops, no chunks, the threshold from one sort (batched over a group of tensors). Above
+# it the chunked path with the radix selection: its fixed cost (a few hundred us of Python
+# and small ops) is then small beside the work, and its temporaries stay cache-sized.
+SMALL_MAX_ELEMENTS = 1 << 16
