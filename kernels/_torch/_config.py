@@ -38,3 +38,7 @@ MATCH_GROUP = 16
 # it the chunked path with the radix selection: its fixed cost (a few hundred us of Python
 # and small ops) is then small beside the work, and its temporaries stay cache-sized.
 SMALL_MAX_ELEMENTS = 1 << 16
+# Elements per batch of the small-tensor path over a group of tensors: larger batches pay the
+# fixed cost of its ops fewer times, smaller ones keep their temporaries (about 40 bytes an
+# element) in cache.
+SMALL_BATCH_ELEMENTS = 1 << 18
