@@ -28,6 +28,9 @@ from blocksparsity.kernels._common import Reduce, Threshold
 
 Flag = torch.Tensor  # 0-dim bool: did the data hold NaN or infinity?
 
+# Functions a backend may lack: ``_dispatch.group_function`` meets their contract from the others.
+OPTIONAL = ("block_mask_group",)
+
 
 class Backend(Protocol):
     """The functions (and two constants) of a backend module; see the module docstring."""
