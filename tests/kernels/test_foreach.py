@@ -171,3 +171,25 @@ def test_a_finite_tensor_whose_block_sums_overflow_is_not_flagged():
     masks, flags = kernels.foreach_block_mask_unchecked([x, torch.randn(4, 8)], 0.5, (1, 4), 2, "L2")
     assert not any(bool(f) for f in flags)
     assert torch.equal(masks[0], kernels.block_mask(x, 0.5, (1, 4), 2, "L2"))
+
+
+def test_a_scale_is_checked_again_after_it_changes_in_place():
+    x, scale = torch.randn(4, 8), torch.rand(8) + 0.1
+    kernels.foreach_block_mask([x], 0.5, scales=scale)
+    scale[3] = -1.0  # bumps its version: checked again, refused
+    with pytest.raises(ValueError, match="scale must be finite"):
+        kernels.foreach_block_mask([x], 0.5, scales=scale)
+
+
+def test_sparsifier_step_with_scales_equals_block_mask_with_scale():
+    from blocksparsity import DataNormSparsifier
+
+    g = torch.Generator().manual_seed(9)
+    data = [(f"w{i}", torch.randn(6, 16, generator=g)) for i in range(4)]
+    s = DataNormSparsifier(data, sparsity_level=0.5, zeros_per_block=2)
+    scales = {"w1": torch.rand(16, generator=g), "w3": torch.rand(6, 1, generator=g)}
+    for name, scale in scales.items():
+        s.set_scale(name, scale)
+    s.step()
+    for name, x in data:
+        assert torch.equal(s.get_mask(name), kernels.block_mask(x, 0.5, (1, 4), 2, scale=scales.get(name)))
