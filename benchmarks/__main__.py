@@ -17,6 +17,8 @@ Subcommands (``python -m benchmarks NAME --help`` for each one's options):
     semi-structured    dense against 2:4 semi-structured matmuls at chosen shapes (a GPU verdict)
     accuracy           the accuracy study: accuracy against sparsity, against ModelPruning
     weight-update      the least-squares update of kept weights: time per layer, distance from exact
+    many-tensors       issue 23's cases: small block_mask against the eager contender, step() on 50
+                       small tensors and on GPT-2-small's shapes, 4096^2; against --baseline (another checkout)
 Each is also ``python -m benchmarks.<module>`` (``vs-reference`` excepted: it is a harness preset).
 """
 
@@ -41,6 +43,7 @@ SUBCOMMANDS = {
     "semi-structured": "benchmarks.semi_structured",
     "accuracy": "benchmarks.accuracy.__main__",
     "weight-update": "benchmarks.weight_update",
+    "many-tensors": "benchmarks.many_tensors",
 }
 # ``vs-reference``: the harness with these arguments first (torch.ao's reference against ours-torch at 4096x4096).
 VS_REFERENCE = ["--device", "cpu", "-k", "block_mask 4096x4096 fp32 L1 zpb", "--contenders", "reference", "ours-torch"]

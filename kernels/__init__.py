@@ -16,6 +16,7 @@ from blocksparsity.kernels.api import (
     raise_if_nonfinite,
     sparsify,
 )
+from blocksparsity.kernels.foreach import foreach_block_mask, foreach_block_mask_unchecked
 
 __all__ = [
     "apply_mask",
@@ -23,6 +24,8 @@ __all__ = [
     "block_mask",
     "block_mask_unchecked",
     "block_norm",
+    "foreach_block_mask",
+    "foreach_block_mask_unchecked",
     "nonfinite",
     "raise_if_nonfinite",
     "sparsify",

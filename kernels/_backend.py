@@ -10,7 +10,7 @@ Every function returns the non-finite flag as a 0-dim bool tensor on ``x``'s dev
 
 Who syncs with the host, per backend (``SYNCS_BEFORE_WRITING``):
 
-* ``block_norm``, ``block_mask``, ``select_threshold``, ``block_mask_given``: never on a
+* ``block_norm``, ``block_mask``, ``block_mask_group``, ``select_threshold``, ``block_mask_given``: never on a
   GPU. (The torch backend reads a few values on the host when ``x`` is on the CPU, where
   that is free; see ``blocksparsity.kernels._torch._policy``.)
 * ``sparsify``, ``apply_mask`` write data, and nothing may be written over bad data: the
@@ -27,6 +27,9 @@ import torch
 from blocksparsity.kernels._common import Reduce, Threshold
 
 Flag = torch.Tensor  # 0-dim bool: did the data hold NaN or infinity?
+
+# Functions a backend may lack: ``_dispatch.group_function`` meets their contract from the others.
+OPTIONAL = ("block_mask_group",)
 
 
 class Backend(Protocol):
@@ -63,3 +66,18 @@ class Backend(Protocol):
     ) -> torch.Tensor:
         """Keep-mask of ``x`` given its block ``scores`` and a ``threshold`` selected elsewhere;
         ``row_ties[block row]``: the ties before each block row that ``x`` does not hold."""
+
+    def block_mask_group(
+        self, xs: list[torch.Tensor], ks: list[int], block_shape: tuple[int, int], zeros_per_block: int, norm: str,
+        scales: list[torch.Tensor | None] | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``block_mask`` of many tensors in one call (``blocksparsity.kernels.foreach``): ``xs``
+        are non-empty 2-D views, all on one device and of one dtype; ``block_shape`` is already
+        clipped to every one of them and ``zeros_per_block`` is at most ``bh * bw`` for all
+        (the caller groups by device, dtype, clipped block shape, effective ``zeros_per_block``
+        and whether there is a scale); ``ks[i]`` as ``block_mask``'s ``k`` for ``xs[i]``;
+        ``scales``: None, or one scale (broadcast to its x's 2-D shape) per x. Returns the bool
+        masks (each of its x's shape, contiguous), equal bit for bit to ``block_mask``'s, and a
+        1-D bool tensor of ``len(xs)`` non-finite flags on the device. No host sync on a GPU.
+        Optional: ``blocksparsity.kernels._dispatch.group_function`` calls ``block_mask`` per
+        tensor for a backend without it."""

@@ -96,6 +96,9 @@ def may_overlap(t: torch.Tensor) -> bool:
 
 
 def check_block_shape(block_shape: object) -> tuple[int, int]:
+    # The common case, a tuple of two positive ints, without the ABC checks below.
+    if type(block_shape) is tuple and len(block_shape) == 2 and all(type(b) is int and b >= 1 for b in block_shape):
+        return block_shape  # type: ignore[return-value]
     if (
         not isinstance(block_shape, Sequence)
         or isinstance(block_shape, str | bytes | bytearray)

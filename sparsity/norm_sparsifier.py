@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -47,7 +48,8 @@ class DataNormSparsifier(BaseDataSparsifier):
     ``blocksparsity.calibration``); its masks then rank ``|x| * scale``. Scales are kept in
     ``state_dict()["scales"]`` (plain tensors: ``torch.load(weights_only=True)`` reads them)
     and restored by ``load_state_dict``; a sparsifier without scales has the state dict it
-    had before. Each scaled tensor's scale is checked once per ``step()`` (one host sync each).
+    had before. A scale's values are checked when set, and once more at the first ``step()`` that
+    uses it (with every other new scale: one host sync), not again while it is unchanged.
 
     Args:
         data_list: ``(name, data)`` pairs to add now.
@@ -171,21 +173,33 @@ class DataNormSparsifier(BaseDataSparsifier):
         self._commit_mask(name, mask)
 
     def step(self) -> None:
-        """Recompute every mask. All tensors are checked for NaN/inf with one host sync,
-        and no mask changes unless every tensor is finite."""
+        """Recompute every mask, all in one ``foreach_block_mask_unchecked`` call: every
+        tensor's arguments are checked before any is read, all tensors are checked for
+        NaN/inf with one host sync, and no mask changes unless every tensor is finite."""
         if not self.enable_mask_update:
             return
+        names = list(self.data_groups)
+        if not names:
+            return
         with torch.no_grad():
-            new = {name: self._new_mask(name, self.get_data(name), config) for name, config in self.data_groups.items()}
-            if not new:
-                return
-            flags = torch.stack([bad.to(self._flag_device(new)) for _, bad in new.values()])
-            bad_names = [name for name, bad in zip(new, flags.tolist(), strict=True) if bad]  # the one sync
+            configs = [self.data_groups[name] for name in names]
+            tensors = [self.get_data(name).detach() for name in names]
+            levels = [self._level(name, config["sparsity_level"]) for name, config in zip(names, configs, strict=True)]
+            scales = [self._scales.get(name) for name in names] if self._scales else None
+            try:
+                masks, flags = kernels.foreach_block_mask_unchecked(
+                    tensors, levels, [config["sparse_block_shape"] for config in configs],
+                    [config["zeros_per_block"] for config in configs], self.norm, scales=scales, backend=self.backend)
+            except (TypeError, ValueError) as err:
+                raise type(err)(_named(str(err), names)) from None
+            flags = torch.stack([bad.to(flags[0].device) for bad in flags])
+            bad_names = [name for name, bad in zip(names, flags.tolist(), strict=True) if bad]  # the one sync
             if bad_names:
                 raise ValueError(f"data {bad_names} hold NaN or infinite values; no mask was updated")
-            for name, (mask, _) in new.items():
+            for name, mask in zip(names, masks, strict=True):
                 self._commit_mask(name, mask)
 
-    @staticmethod
-    def _flag_device(new: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.device:
-        return next(iter(new.values()))[1].device
+
+def _named(message: str, names: list[str]) -> str:
+    """A ``foreach_block_mask`` message with each ``tensors[i]`` written as the data's name."""
+    return re.sub(r"tensors\[(\d+)\]", lambda m: f"data {names[int(m.group(1))]!r}", message)

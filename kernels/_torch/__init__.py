@@ -3,7 +3,7 @@ backend's, and to the reference ``blocksparsity.kernels.naive``, bit for bit.
 
 Laid out like ``blocksparsity.kernels._triton``, one module per op: ``block_norm`` (scores),
 ``select`` (which blocks are pruned), ``ranks`` (in-block ranks), ``block_mask`` (the
-mask, and ``sparsify``), ``apply_mask``; chunk and layout helpers in ``_blocks``, the
+mask, and ``sparsify``), ``group`` (many tensors' masks in one call), ``apply_mask``; chunk and layout helpers in ``_blocks``, the
 tuning numbers in ``_config``, the one device-dependent choice in ``_policy``.
 
 All functions take a 2-D view ``x`` (H x W) and an already validated configuration
@@ -21,6 +21,7 @@ from blocksparsity.kernels._common import TORCH
 from blocksparsity.kernels._torch.apply_mask import apply_mask
 from blocksparsity.kernels._torch.block_mask import block_mask, block_mask_given, sparsify
 from blocksparsity.kernels._torch.block_norm import block_norm
+from blocksparsity.kernels._torch.group import block_mask_group
 from blocksparsity.kernels._torch.select import select_threshold
 
 NAME = TORCH
@@ -32,6 +33,7 @@ __all__ = [
     "apply_mask",
     "block_mask",
     "block_mask_given",
+    "block_mask_group",
     "block_norm",
     "select_threshold",
     "sparsify",

@@ -33,3 +33,12 @@ KTHVALUE_MAX_BLOCKS = 1 << 14
 # this many, and only groups holding a match are gathered (``select.with_prefix``). Larger
 # groups: fewer group flags to scan, but more non-matching scores gathered with each match.
 MATCH_GROUP = 16
+# Largest tensor (elements) that takes the small-tensor path (``_torch.small``): a few whole-
+# tensor ops, no chunks, the threshold from one sort (batched over a group of tensors). Above
+# it the chunked path with the radix selection: its fixed cost (a few hundred us of Python
+# and small ops) is then small beside the work, and its temporaries stay cache-sized.
+SMALL_MAX_ELEMENTS = 1 << 16
+# Elements per batch of the small-tensor path over a group of tensors: larger batches pay the
+# fixed cost of its ops fewer times, smaller ones keep their temporaries (about 40 bytes an
+# element) in cache.
+SMALL_BATCH_ELEMENTS = 1 << 18

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from blocksparsity.kernels._common import Threshold, n_blocks
-from blocksparsity.kernels._torch import _config, _policy
+from blocksparsity.kernels._torch import _config, _policy, small
 from blocksparsity.kernels._torch._blocks import Chunk, block_words, broadcast_blocks, chunks, elements
 from blocksparsity.kernels._torch._policy import Policy
 from blocksparsity.kernels._torch.apply_mask import multiply
@@ -91,6 +91,10 @@ def block_mask(
     ``norm``: ``"L1"`` or ``"L2"``; ``scale``: None, or float broadcast to H x W (scores and
     ranks of ``float32(|x|) * float32(scale)``). The mask is contiguous."""
     policy = policy or _policy.for_device(x.device)
+    if small.fits(x, block_shape):
+        masks, flags = small.block_masks([x], [k], block_shape, zeros_per_block, norm,
+                                         None if scale is None else [scale], policy)
+        return masks[0], flags[0]
     block_rows, block_cols = block_shape
     # Many blocks: count the first 16-bit radix pass while scoring. Few: the compact digits'
     # small histograms (``_config.FUSED_SELECTION_MIN_BLOCKS``).

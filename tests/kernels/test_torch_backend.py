@@ -79,6 +79,7 @@ def test_chunking_and_radix_selection_do_not_change_masks(config, chunk):
     whole_norm = kernels.block_norm(x, bs, norm, backend="torch")
     with pytest.MonkeyPatch.context() as m:
         m.setattr(torch_config, "CHUNK_ELEMENTS", chunk)
+        m.setattr(torch_config, "SMALL_MAX_ELEMENTS", 0)
         m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 0)
         assert torch.equal(kernels.block_mask(x, level, bs, zpb, norm, backend="torch"), whole_mask)
         assert torch.equal(kernels.block_norm(x, bs, norm, backend="torch"), whole_norm)
@@ -96,6 +97,7 @@ def test_host_read_shortcuts_do_not_change_results(config, kind, chunk):
     for policy in (_policy.HOST_READS, _policy.SYNC_FREE):
         with _policy.forced(policy), pytest.MonkeyPatch.context() as m:
             m.setattr(torch_config, "CHUNK_ELEMENTS", chunk)
+            m.setattr(torch_config, "SMALL_MAX_ELEMENTS", 0)
             m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 0)
             m.setattr(torch_config, "SEQUENTIAL_SUM_MIN", 4)
             mask, flag = kernels.block_mask_unchecked(x, level, bs, zpb, norm, backend="torch")

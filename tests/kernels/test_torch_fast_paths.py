@@ -27,6 +27,7 @@ def test_multiply_by_bool_mask_equals_the_product_bit_for_bit(dtype, chunk, layo
     """``out = x * mask`` by bits: kept elements unchanged, zeroed ones +0 or -0 by x's sign
     (the product's), subnormals and zeros of both signs included; out of place and in place."""
     monkeypatch.setattr(torch_config, "CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(torch_config, "SMALL_MAX_ELEMENTS", 0)
     g = torch.Generator().manual_seed(int(chunk) + len(layout))
     x = torch.randn(13, 22, generator=g).to(dtype)
     x[0, :4] = torch.tensor([0.0, -0.0, torch.finfo(dtype).tiny / 4, -torch.finfo(dtype).max], dtype=dtype)
@@ -73,6 +74,7 @@ def test_low_precision_ranks_cast_by_position_equal_naive(dtype, shape, block_sh
     """float16/bfloat16 chunks laid out by position straight from x (no float32 copy of the
     chunk) give naive's masks: small chunks, partial edge blocks, tie-heavy data."""
     monkeypatch.setattr(torch_config, "CHUNK_ELEMENTS", 16)
+    monkeypatch.setattr(torch_config, "SMALL_MAX_ELEMENTS", 0)
     g = torch.Generator().manual_seed(shape[0] * 100 + zpb)
     for x in (torch.randn(shape, generator=g).to(dtype), torch.randint(-2, 3, shape, generator=g).to(dtype)):
         for norm in ("L1", "L2"):
