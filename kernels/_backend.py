@@ -28,9 +28,6 @@ from blocksparsity.kernels._common import Reduce, Threshold
 
 Flag = torch.Tensor  # 0-dim bool: did the data hold NaN or infinity?
 
-# Functions a backend may lack: ``_dispatch.group_function`` meets their contract from the others.
-OPTIONAL = ("block_mask_group",)
-
 
 class Backend(Protocol):
     """The functions (and two constants) of a backend module; see the module docstring."""
@@ -78,6 +75,4 @@ class Backend(Protocol):
         and whether there is a scale); ``ks[i]`` as ``block_mask``'s ``k`` for ``xs[i]``;
         ``scales``: None, or one scale (broadcast to its x's 2-D shape) per x. Returns the bool
         masks (each of its x's shape, contiguous), equal bit for bit to ``block_mask``'s, and a
-        1-D bool tensor of ``len(xs)`` non-finite flags on the device. No host sync on a GPU.
-        Optional: ``blocksparsity.kernels._dispatch.group_function`` calls ``block_mask`` per
-        tensor for a backend without it."""
+        1-D bool tensor of ``len(xs)`` non-finite flags on the device. No host sync on a GPU."""

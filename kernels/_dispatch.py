@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 
 import torch
 
@@ -63,27 +62,3 @@ def backend_name(backend: str, device: torch.device) -> str:
 def resolve(backend: str, device: torch.device) -> Backend:
     """The backend module (``_torch`` or ``_triton``, each a ``Backend``) for ``device``."""
     return _triton_backend() if backend_name(backend, device) == TRITON else _torch
-
-
-GroupFunction = Callable[..., tuple[list[torch.Tensor], torch.Tensor]]
-
-
-def group_function(impl: Backend) -> GroupFunction:
-    """The backend's ``block_mask_group`` (``_backend.Backend``), or, for a backend without
-    one, the same contract met by calling its ``block_mask`` per tensor."""
-    batched = getattr(impl, "block_mask_group", None)
-    if batched is not None:
-        return batched
-
-    def per_tensor(xs: list[torch.Tensor], ks: list[int], block_shape: tuple[int, int], zeros_per_block: int,
-                   norm: str, scales: list[torch.Tensor | None] | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-        masks, flags = [], []
-        for i, (x, k) in enumerate(zip(xs, ks, strict=True)):
-            scale = None if scales is None else scales[i]
-            mask, bad = impl.block_mask(x, k, block_shape, zeros_per_block, norm,
-                                        **({} if scale is None else {"scale": scale}))
-            masks.append(mask)
-            flags.append(bad.reshape(()).to(xs[0].device))
-        return masks, torch.stack(flags)
-
-    return per_tensor

@@ -168,10 +168,10 @@ def _groups(calls: list[_MaskCall]) -> tuple[list[_Group], list[int]]:
 
 
 def _run_group(group: _Group, calls: list[_MaskCall], norm: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The masks (2-D) and flags of one group, by the backend's group function (``_dispatch``)."""
+    """The masks (2-D) and flags of one group, by the backend's ``block_mask_group``."""
     members = [calls[i] for i in group.indices]
     scales = [c.scale for c in members] if members[0].scale is not None else None
-    masks, flags = _dispatch.group_function(group.impl)(
+    masks, flags = group.impl.block_mask_group(
         [as_2d(c.x) for c in members], [c.k for c in members], group.block_shape, group.zeros_per_block, norm, scales)
     return masks, list(flags.unbind(0))
 

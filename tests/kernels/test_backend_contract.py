@@ -1,6 +1,6 @@
 """Every backend module fulfils the contract ``blocksparsity.kernels._backend.Backend`` declares: each
 function, with the declared parameters in order (a backend may add keyword-only ones with
-defaults; the ``OPTIONAL`` ones may be absent), and the constants saying its name and whether it syncs before writing."""
+defaults), and the constants saying its name and whether it syncs before writing."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ def _modules():
 def test_the_contract_declares_every_operation():
     assert sorted(MEMBERS) == ["apply_mask", "block_mask", "block_mask_given", "block_mask_group", "block_norm",
                                "select_threshold", "sparsify"]
-    assert set(_backend.OPTIONAL) <= set(MEMBERS)
 
 
 @pytest.mark.parametrize("module", _modules(), ids=lambda m: m.__name__)
@@ -35,8 +34,6 @@ def test_backend_module_fulfils_the_contract(module):
     assert module.NAME in (_common.TORCH, _common.TRITON)
     assert module.SYNCS_BEFORE_WRITING is (module.NAME == _common.TORCH)
     for name in MEMBERS:
-        if name in _backend.OPTIONAL and not hasattr(module, name):
-            continue  # _dispatch.group_function stands in for it
         declared = list(inspect.signature(getattr(_backend.Backend, name)).parameters.values())[1:]  # less self
         actual = inspect.signature(getattr(module, name)).parameters.values()
         positional = [p for p in actual if p.kind is not p.KEYWORD_ONLY]

@@ -4,16 +4,15 @@ tensor's index, raised before any work) and its non-finite flags."""
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 
 from blocksparsity import kernels
 from blocksparsity.kernels import _dispatch, _torch
 from blocksparsity.kernels._torch import _config as torch_config
+from tests.helpers.devices import triton_devices
 
-BACKENDS = ["torch"]
+BACKENDS = ["torch", *(["triton"] if triton_devices() else [])]  # Triton: on CPU tensors in its interpreter
 
 
 def _mixed(seed: int = 0) -> list[tuple[torch.Tensor, float, tuple[int, int], int | None]]:
@@ -56,6 +55,7 @@ def test_masks_equal_block_mask_on_each_tensor(norm, backend):
         expected = kernels.block_mask(x, level, bs, zpb, norm, backend=backend)
         assert masks[i].dtype == torch.bool and masks[i].shape == x.shape
         assert torch.equal(masks[i], expected), i
+        assert torch.equal(masks[i], kernels.block_mask(x, level, bs, zpb, norm, backend="torch")), i
 
 
 def test_one_value_for_all_tensors():
@@ -92,23 +92,27 @@ def test_empty_list_gives_empty_list():
     assert kernels.foreach_block_mask_unchecked([], [], []) == ([], [])
 
 
-def test_a_backend_without_block_mask_group_is_called_per_tensor(monkeypatch):
-    """Until a backend has ``block_mask_group``, the dispatch calls its ``block_mask`` per tensor."""
+def test_each_backend_batches_a_group_in_one_call(monkeypatch):
+    """Tensors sharing a configuration reach the backend's ``block_mask_group`` together (one
+    call per group), not ``block_mask`` one by one."""
     calls = []
+    for backend in BACKENDS:
+        impl = _dispatch.resolve(backend, torch.device("cpu"))
+        group = impl.block_mask_group
 
-    def block_mask(*args, **kwargs):
-        calls.append(args[0].shape)
-        return _torch.block_mask(*args, **kwargs)
+        def counted(xs, *args, _group=group, **kwargs):
+            calls.append(len(xs))
+            return _group(xs, *args, **kwargs)
 
-    bare = types.SimpleNamespace(NAME="torch", block_mask=block_mask)
-    monkeypatch.setattr(_dispatch, "resolve", lambda backend, device: bare)
-    cases = _mixed(1)
-    xs, levels, shapes, zpbs = (list(t) for t in zip(*cases, strict=True))
-    masks = kernels.foreach_block_mask(xs, levels, shapes, zpbs)
-    monkeypatch.undo()
-    assert len(calls) == sum(x.numel() > 0 for x in xs)
-    for x, level, bs, zpb, m in zip(xs, levels, shapes, zpbs, masks, strict=True):
-        assert torch.equal(m, kernels.block_mask(x, level, bs, zpb))
+        monkeypatch.setattr(impl, "block_mask_group", counted)
+        monkeypatch.setattr(impl, "block_mask", None)  # a per-tensor call would fail
+        xs = [torch.randn(8, 16), torch.randn(4, 4), torch.randn(3, 9)]
+        masks = kernels.foreach_block_mask(xs, 0.5, (1, 4), 2, backend=backend)
+        monkeypatch.undo()
+        assert calls == [3], backend
+        calls.clear()
+        for x, m in zip(xs, masks, strict=True):
+            assert torch.equal(m, kernels.block_mask(x, 0.5, (1, 4), 2, backend="torch"))
 
 
 def test_group_and_per_tensor_paths_agree_at_every_size(monkeypatch):
@@ -146,7 +150,7 @@ def test_bad_arguments_name_the_argument_and_index_before_any_work(kwargs, error
     def no_work(*args, **kw):
         raise AssertionError("a backend ran before every argument was checked")
 
-    monkeypatch.setattr(_dispatch, "group_function", lambda impl: no_work)
+    monkeypatch.setattr(_torch, "block_mask_group", no_work)
     monkeypatch.setattr(_torch, "block_mask", no_work)
     args = dict(tensors=[torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)], sparsity_levels=0.5)
     args.update(kwargs)
