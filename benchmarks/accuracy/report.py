@@ -149,7 +149,7 @@ def _in_place_cost_goals(study: Study, by: dict) -> list[str]:
                 ratios.append((level, ours.fit_seconds / theirs.fit_seconds))
         if ratios:
             verdict = "met" if all(r <= 1.0 for _, r in ratios) else "**missed**"
-            shown = ", ".join(f"{level} {r:.2f}x" for level, r in ratios)
+            shown = ", ".join(f"{level} {r:.3f}x" for level, r in ratios)
             lines.append(f"- {task}, one mask update per epoch: our training time / ModelPruning's (its masking runs "
                          f"inside the step, so whole fits are compared): {shown} (goal at most 1x: {verdict})")
     return lines
