@@ -158,7 +158,37 @@ class BaseDataSparsifier(abc.ABC):
         with ``reuse_mask`` the current one (then ``data`` needs the old data's shape), else
         all kept. Bad input raises and changes nothing.
         """
+        if self._same_kind(name, data, mask, reuse_mask):  # the mask and config stay: only the data changes
+            self._data[name] = data
+            return
         self._store(name, data, reuse_mask, {} if mask is None else {"mask": mask})
+
+    def _same_kind(self, name: object, data: object, mask: torch.Tensor | None, reuse_mask: bool) -> bool:
+        """Would ``attach(name, data, mask=mask, reuse_mask=reuse_mask)`` change nothing but the
+        data ``name`` points at? Yes when ``name`` (not squashed) holds a plain tensor of
+        ``data``'s type, shape, strides, dtype, device and ``requires_grad`` (so ``data`` passes
+        every check it passed) and keeps its mask: ``mask`` is the very mask held, or None with
+        ``reuse_mask``. The config is kept either way. Anything else (a parameter moved to
+        another device or dtype, a DTensor, another mask) goes through ``_store`` and its
+        checks. What the callbacks' re-attaching at every mask update costs."""
+        held = self._data.get(name) if isinstance(name, str) else None
+        if held is None or name in self._squashed or type(data) is not type(held):
+            return False
+        if mask is None:
+            if not reuse_mask:
+                return False
+        elif mask is not self.state[name].get("mask"):
+            return False
+        return (
+            not validation.is_dtensor(data)
+            and data.shape == held.shape
+            and data.stride() == held.stride()
+            and data.dtype == held.dtype
+            and data.device == held.device
+            and data.layout == held.layout
+            and data.requires_grad == held.requires_grad
+            and data.is_meta == held.is_meta
+        )
 
     def _store(self, name: str, data: Any, reuse_mask: bool, config: dict[str, Any]) -> None:
         """``add_data`` without computing the masked copy."""

@@ -372,3 +372,58 @@ def test_names_may_contain_dots():
     s = DataNormSparsifier([("layer.0.weight", torch.randn(8, 8)), ("layer_0_weight", torch.randn(8, 8))])
     s.step()
     assert set(s.data_groups) == {"layer.0.weight", "layer_0_weight"}
+
+
+def test_attach_of_a_tensor_like_the_held_one_only_points_at_it():
+    """Re-attaching data of the held one's kind (what the callbacks do at every mask update)
+    keeps the mask object and config and points at the new data; a replaced tensor of another
+    shape, dtype or device, another mask, or a squashed name go through the full checks."""
+    p = nn.Parameter(torch.randn(8, 16))
+    s = DataNormSparsifier(sparsity_level=0.5)
+    s.attach("w", p.detach())
+    s.step()
+    mask, config = s.get_mask("w"), s.data_groups["w"]
+    again = p.detach()
+    s.attach("w", again)
+    assert s.get_data("w") is again and s.get_mask("w") is mask and s.data_groups["w"] is config
+    with torch.no_grad():
+        p.mul_(-3.0).add_(torch.randn(8, 16))  # new values in the same memory: the next step reads them
+    s.step()
+    assert torch.equal(s.get_mask("w"), naive_mask(p.detach()))
+    p.data = torch.randn(8, 16, dtype=torch.float16)  # replaced (e.g. the strategy cast it): stored anew
+    s.attach("w", p.detach())
+    assert s.get_data("w").dtype == torch.float16 and s.get_mask("w") is mask
+    with pytest.raises(ValueError, match="reuse_mask"):
+        s.attach("w", torch.randn(4, 16, dtype=torch.float16))  # another shape is still refused
+    other = torch.zeros(8, 16, dtype=torch.bool)
+    s.attach("w", p.detach(), mask=other)
+    assert torch.equal(s.get_mask("w"), other)
+    s.squash_mask()
+    assert torch.equal(p.detach(), torch.zeros(8, 16, dtype=torch.float16))
+    s.attach("w", p.detach())
+    assert "w" not in s._squashed and s.get_data("w", return_original=True) is not None
+
+
+def naive_mask(x: torch.Tensor) -> torch.Tensor:
+    return naive.block_mask(x, 0.5, (1, 4))
+
+
+def test_nan_fails_step_and_commits_nothing_after_cached_steps():
+    """With every remembered configuration and the re-attach shortcut warm, a NaN in one tensor
+    still fails ``step()`` naming it, and no tensor's mask changes."""
+    xs = {f"t{i}": torch.randn(16, 16) for i in range(3)}
+    s = DataNormSparsifier(sparsity_level=0.5, zeros_per_block=2)
+    for _ in range(3):
+        for name, x in xs.items():
+            s.attach(name, x)
+        s.step()
+    before = {name: s.get_mask(name).clone() for name in xs}
+    with torch.no_grad():
+        for x in xs.values():
+            x.copy_(torch.randn(16, 16))  # new masks would differ
+        xs["t1"][3, 5] = float("nan")
+    for name, x in xs.items():
+        s.attach(name, x)
+    with pytest.raises(ValueError, match="'t1'"):
+        s.step()
+    assert all(torch.equal(s.get_mask(name), before[name]) for name in xs)
