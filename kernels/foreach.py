@@ -16,6 +16,7 @@ through the per-tensor sharded path, one call each.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import weakref
 from collections.abc import Sequence
@@ -105,6 +106,37 @@ def _check_scale_values(scales: list[torch.Tensor]) -> None:
 
 
 # ---------------------------------------------------------------- checking
+def _checked_config(level: object, block_shape: object, zeros_per_block: object,
+                    shape2d: tuple[int, int]) -> tuple[int, tuple[int, int], int]:
+    """One tensor's level, block shape and ``zeros_per_block`` checked against its 2-D shape:
+    ``k`` (blocks to prune), the block shape clipped to the tensor, the effective
+    ``zeros_per_block``, as ``block_mask`` works them out."""
+    level = check_sparsity_level(level)
+    bs = check_block_shape(block_shape)
+    zpb = check_zeros_per_block(zeros_per_block, bs)
+    k = blocks_to_prune(shape2d, bs, level, zpb)
+    bs = clip_block(shape2d, bs)
+    return k, bs, min(zpb, bs[0] * bs[1])
+
+
+_cached_config = functools.lru_cache(maxsize=1024)(
+    lambda level_type, level, block_shape, zpb_type, zpb, shape2d: _checked_config(level, block_shape, zpb, shape2d))
+
+
+def _config(level: object, block_shape: object, zeros_per_block: object,
+            shape2d: tuple[int, int]) -> tuple[int, tuple[int, int], int]:
+    """``_checked_config``, remembered for arguments of plain types (a float or int level, a
+    tuple of two ints, an int or None): a model's step asks the same of the same shapes at
+    every mask update. Keys carry the types (``True == 1``, ``1 == 1.0``), so a value is
+    answered from the cache only after the same value of the same type passed every check;
+    a refused argument raises every time (a failed call caches nothing)."""
+    if (type(level) in (float, int) and type(block_shape) is tuple and len(block_shape) == 2
+            and type(block_shape[0]) is int and type(block_shape[1]) is int
+            and (zeros_per_block is None or type(zeros_per_block) is int)):
+        return _cached_config(type(level), level, block_shape, type(zeros_per_block), zeros_per_block, shape2d)
+    return _checked_config(level, block_shape, zeros_per_block, shape2d)
+
+
 class _Group(NamedTuple):
     """Tensors (by index) that one backend call handles together."""
 
@@ -132,9 +164,8 @@ def _checked_calls(tensors: object, sparsity_levels: object, block_shapes: objec
     for i, x in enumerate(tensors):
         x = check_data(x, f"tensors[{i}]")
         try:
-            level = check_sparsity_level(levels[i])
-            bs = check_block_shape(shapes[i])
-            zpb = check_zeros_per_block(zpbs[i], bs)
+            x2d = shape_2d(x.shape)
+            k, bs, zpb = _config(levels[i], shapes[i], zpbs[i], x2d)
             scale = scale_list[i]
             if scale is not None and not is_dtensor(x) and isinstance(scale, torch.Tensor) and not is_dtensor(scale):
                 s2 = scale_view(scale, shape_2d(x.shape), x.device)  # values: below, one sync for all
@@ -144,9 +175,7 @@ def _checked_calls(tensors: object, sparsity_levels: object, block_shapes: objec
             impl = _dispatch.resolve(backend, x.device)
         except (TypeError, ValueError) as err:
             raise _at(i, err) from None
-        k = blocks_to_prune(shape_2d(x.shape), bs, level, zpb)
-        bs = clip_block(shape_2d(x.shape), bs)
-        calls.append(_MaskCall(x, k, bs, min(zpb, bs[0] * bs[1]), norm, impl, s2))
+        calls.append(_MaskCall(x, k, bs, zpb, norm, impl, s2))
     _check_scale_values(plain_scales)
     return calls
 

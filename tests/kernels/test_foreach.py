@@ -197,3 +197,26 @@ def test_sparsifier_step_with_scales_equals_block_mask_with_scale():
     s.step()
     for name, x in data:
         assert torch.equal(s.get_mask(name), kernels.block_mask(x, 0.5, (1, 4), 2, scale=scales.get(name)))
+
+
+def test_remembered_configs_still_refuse_bad_values_and_follow_changes():
+    """The checked per-tensor configurations are remembered between calls; a bad value is
+    refused every time (naming the argument and tensor), a value of another type is checked
+    anew (``True == 1``), and a changed level or shape gives the masks ``block_mask`` gives."""
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(8, 16, generator=g), torch.randn(4, 12, generator=g)]
+    for _ in range(2):  # the second round answers the good configurations from memory
+        assert all(torch.equal(m, kernels.block_mask(x, 0.5, (1, 4), 2))
+                   for m, x in zip(kernels.foreach_block_mask(xs, 0.5, (1, 4), 2), xs, strict=True))
+        with pytest.raises(ValueError, match=r"tensors\[1\].*sparsity_level"):
+            kernels.foreach_block_mask(xs, [0.5, 1.5], (1, 4), 2)
+        with pytest.raises(TypeError, match=r"tensors\[0\].*sparsity_level"):
+            kernels.foreach_block_mask(xs, [True, 1], (1, 4), 2)
+        with pytest.raises(ValueError, match=r"tensors\[0\].*zeros_per_block"):
+            kernels.foreach_block_mask(xs, 1, (1, 4), [5, 2])
+        with pytest.raises(ValueError, match=r"tensors\[0\].*sparsity_level"):
+            kernels.foreach_block_mask(xs, [float("nan"), 0.5], (1, 4), 2)
+    for level, block_shape, zpb in [(0.75, (1, 4), 2), (1, (2, 2), None), (0.25, (1, 8), 3)]:
+        ys = [torch.randn(8, 16, generator=g), torch.randn(5, 12, generator=g)]  # a changed shape too
+        for m, y in zip(kernels.foreach_block_mask(ys, level, block_shape, zpb), ys, strict=True):
+            assert torch.equal(m, kernels.block_mask(y, level, block_shape, zpb))
