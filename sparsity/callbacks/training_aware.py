@@ -181,6 +181,7 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self._masked: list[torch.nn.Parameter] = []
         self._masked_local: list[torch.Tensor] = []
         self._multipliers: list[torch.Tensor] = []
+        self._plain = True  # no masked parameter is a DTensor
 
     def _masks_live_model(self) -> bool:
         return self.inplace
@@ -311,11 +312,28 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     # ---------------------------------------------------------------- in-place mode
     def _remake_multipliers(self) -> None:
         names = [name for name in self._params if name in self._masks]
-        self._masked = [self._params[name] for name in names]
-        self._masked_local = [local_tensor(p) for p in self._masked]
-        self._multipliers = [
-            local_tensor(self._masks[name]).to(p.dtype) for name, p in zip(names, self._masked_local, strict=True)
-        ]
+        masked = [self._params[name] for name in names]
+        masked_local = [local_tensor(p) for p in masked]
+        masks = [local_tensor(self._masks[name]) for name in names]
+        if self._multipliers_fit(masked, masked_local, masks):  # the same tensors: new values into the same buffers
+            torch._foreach_copy_(self._multipliers, masks)
+            return
+        self._masked, self._masked_local = masked, masked_local
+        self._multipliers = [m.to(p.dtype) for m, p in zip(masks, masked_local, strict=True)]
+        self._plain = not any(is_dtensor(p) for p in masked)  # gradients are the parameters' own local tensors
+
+    def _multipliers_fit(self, masked: list[torch.nn.Parameter], masked_local: list[torch.Tensor],
+                         masks: list[torch.Tensor]) -> bool:
+        """Can the multipliers of the last update take ``masks`` in place? Yes when they were made
+        for the same parameters (objects and local tensors) and each has its mask's shape and
+        device and its parameter's dtype."""
+        if not masks or len(masked) != len(self._masked) or len(masks) != len(self._multipliers):
+            return False
+        return all(
+            p is q and pl is ql and m.shape == mult.shape and m.device == mult.device and mult.dtype == pl.dtype
+            for p, q, pl, ql, m, mult in zip(masked, self._masked, masked_local, self._masked_local, masks,
+                                              self._multipliers, strict=True)
+        )
 
     @torch.no_grad()
     def _mask_live(self) -> None:
@@ -328,6 +346,12 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.inplace:
             return
+        if self._plain:
+            grads = [p.grad for p in self._masked]
+            if all(g is not None for g in grads):  # every gradient there (the usual case): one multiply, no list to filter
+                if grads:
+                    torch._foreach_mul_(grads, self._multipliers)
+                return
         pairs = [(local_tensor(p.grad), m) for p, m in zip(self._masked, self._multipliers, strict=True) if p.grad is not None]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])

@@ -107,3 +107,32 @@ def test_lazy_copy_after_resume_equals_the_eager_copy(tmp_path):
         copies.append(_bits(cb.sparsified))
     _assert_same(copies[0], copies[1])
     _assert_same(copies[0], _bits(uninterrupted.sparsified))
+
+
+def test_multipliers_follow_new_masks_and_replaced_parameters():
+    """In place, every mask update writes the new masks into the last update's multipliers
+    (same parameters, shapes, dtypes); a parameter cast or replaced gets new ones; the
+    gradients are masked by the current masks."""
+    from blocksparsity import CubicSLScheduler, DataNormSparsifier, TrainingAwareDataSparsity
+
+    cb = TrainingAwareDataSparsity(DataNormSparsifier, {"sparsity_level": 0.5}, CubicSLScheduler, inplace=True)
+    p = torch.nn.Parameter(torch.randn(4, 8))
+    cb._params = {"w": p}
+    for seed in range(3):
+        cb._masks = {"w": torch.rand(4, 8, generator=torch.Generator().manual_seed(seed)) > 0.5}
+        before = cb._multipliers[0] if cb._multipliers else None
+        cb._remake_multipliers()
+        assert cb._multipliers[0].dtype == torch.float32 and torch.equal(cb._multipliers[0], cb._masks["w"].float())
+        assert before is None or cb._multipliers[0] is before  # refilled, not remade
+        p.grad = torch.ones(4, 8)
+        cb.on_after_backward(None, None)
+        assert torch.equal(p.grad, cb._masks["w"].float())
+    p.data = p.data.to(torch.bfloat16)
+    cb._remake_multipliers()
+    assert cb._multipliers[0].dtype == torch.bfloat16 and torch.equal(cb._multipliers[0].bool(), cb._masks["w"])
+    q = torch.nn.Parameter(torch.randn(4, 8))
+    cb._params = {"w": q}
+    cb._remake_multipliers()
+    assert cb._masked == [q]
+    q.grad = None
+    cb.on_after_backward(None, None)  # no gradient: nothing to mask, no error
