@@ -97,12 +97,18 @@ def assert_masks_agree(masks: Mapping[str, torch.Tensor], group: dist.ProcessGro
         raise RuntimeError(f"ranks hold different masks for {shown}: their data differ (is every rank's model in sync?)")
 
 
+def _zeros(mask: torch.Tensor) -> torch.Tensor:
+    kept = mask.sum(dtype=torch.int64) if mask.dtype == torch.bool else torch.count_nonzero(mask).to(torch.int64)
+    return mask.numel() - kept
+
+
 def count_zeros(masks: Mapping[str, torch.Tensor], group: dist.ProcessGroup | None = None) -> list[int]:
     """Zeros of each whole mask, one host sync: for DTensor masks the shards' counts summed
     over the ranks of ``group`` (default: all) by one all-reduce, each shard counted once."""
     if not masks:
         return []
-    local = [(~local_tensor(m).bool()).sum().to(torch.int64) for m in masks.values()]
+    # numel - kept: no inverted copy of each mask (a non-bool mask counts nonzero as kept)
+    local = [_zeros(local_tensor(m)) for m in masks.values()]
     counts = torch.stack([c.to(local[0].device) for c in local])
     sharded = [is_dtensor(m) for m in masks.values()]
     if any(sharded) and _initialized():
