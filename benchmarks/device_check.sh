@@ -64,7 +64,7 @@ step probe $(( ${PROBE_ARGS[-1]} + 20 )) "$PY" -m benchmarks.gpu_probe "${PROBE_
 #    (their first calls JIT-compile every variant they touch).
 if [ "$HAS_CUDA" = 1 ]; then
     TESTS=(tests/kernels/test_cuda.py tests/integration/test_import_root.py tests/kernels/test_triton_backend.py tests/kernels/test_triton_gpu_paths.py
-           tests/kernels/test_bad_inputs.py tests/sparsity/test_export.py)
+           tests/kernels/test_triton_group.py tests/kernels/test_foreach.py tests/kernels/test_bad_inputs.py tests/sparsity/test_export.py)
     TEST_LIMIT=200
 else
     TESTS=(tests/kernels/test_cuda.py tests/integration/test_import_root.py)

@@ -12,7 +12,9 @@ from blocksparsity.kernels import _dispatch, _torch
 from blocksparsity.kernels._torch import _config as torch_config
 from tests.helpers.devices import triton_devices
 
-BACKENDS = ["torch", *(["triton"] if triton_devices() else [])]  # Triton: on CPU tensors in its interpreter
+BACKENDS = ["torch", *(["triton"] if triton_devices() else [])]
+# Where each backend's cases run: Triton on its device (CUDA, or CPU tensors in its interpreter).
+DEVICE = {"torch": "cpu", "triton": (triton_devices() or ["cpu"])[0]}
 
 
 def _mixed(seed: int = 0) -> list[tuple[torch.Tensor, float, tuple[int, int], int | None]]:
@@ -49,13 +51,14 @@ def _mixed(seed: int = 0) -> list[tuple[torch.Tensor, float, tuple[int, int], in
 def test_masks_equal_block_mask_on_each_tensor(norm, backend):
     cases = _mixed()
     xs, levels, shapes, zpbs = (list(t) for t in zip(*cases, strict=True))
-    masks = kernels.foreach_block_mask(xs, levels, shapes, zpbs, norm, backend=backend)
+    on_device = [x.to(DEVICE[backend]) for x in xs]
+    masks = kernels.foreach_block_mask(on_device, levels, shapes, zpbs, norm, backend=backend)
     assert len(masks) == len(xs)
     for i, (x, level, bs, zpb) in enumerate(cases):
-        expected = kernels.block_mask(x, level, bs, zpb, norm, backend=backend)
-        assert masks[i].dtype == torch.bool and masks[i].shape == x.shape
+        expected = kernels.block_mask(on_device[i], level, bs, zpb, norm, backend=backend)
+        assert masks[i].dtype == torch.bool and masks[i].shape == x.shape and masks[i].device == on_device[i].device
         assert torch.equal(masks[i], expected), i
-        assert torch.equal(masks[i], kernels.block_mask(x, level, bs, zpb, norm, backend="torch")), i
+        assert torch.equal(masks[i].cpu(), kernels.block_mask(x, level, bs, zpb, norm, backend="torch")), i
 
 
 def test_one_value_for_all_tensors():
@@ -97,7 +100,7 @@ def test_each_backend_batches_a_group_in_one_call(monkeypatch):
     call per group), not ``block_mask`` one by one."""
     calls = []
     for backend in BACKENDS:
-        impl = _dispatch.resolve(backend, torch.device("cpu"))
+        impl = _dispatch.resolve(backend, torch.device(DEVICE[backend]))
         group = impl.block_mask_group
 
         def counted(xs, *args, _group=group, **kwargs):
@@ -107,12 +110,12 @@ def test_each_backend_batches_a_group_in_one_call(monkeypatch):
         monkeypatch.setattr(impl, "block_mask_group", counted)
         monkeypatch.setattr(impl, "block_mask", None)  # a per-tensor call would fail
         xs = [torch.randn(8, 16), torch.randn(4, 4), torch.randn(3, 9)]
-        masks = kernels.foreach_block_mask(xs, 0.5, (1, 4), 2, backend=backend)
+        masks = kernels.foreach_block_mask([x.to(DEVICE[backend]) for x in xs], 0.5, (1, 4), 2, backend=backend)
         monkeypatch.undo()
         assert calls == [3], backend
         calls.clear()
         for x, m in zip(xs, masks, strict=True):
-            assert torch.equal(m, kernels.block_mask(x, 0.5, (1, 4), 2, backend="torch"))
+            assert torch.equal(m.cpu(), kernels.block_mask(x, 0.5, (1, 4), 2, backend="torch"))
 
 
 def test_group_and_per_tensor_paths_agree_at_every_size(monkeypatch):
