@@ -92,16 +92,18 @@ class _CheckedScales:
 _checked_scales = _CheckedScales()
 
 
-def _check_scale_values(scales: list[torch.Tensor]) -> None:
-    """Raise ``ValueError`` if any of ``scales`` (plain tensors) holds a bad value: one host
-    sync for all of those not known good, none when every one is."""
-    todo = list({id(s): s for s in scales if not _checked_scales.known_good(s)}.values())
+def _check_scale_values(scales: list[tuple[int, torch.Tensor]]) -> None:
+    """Raise ``ValueError`` naming the first ``tensors[i]`` whose scale (of ``(i, scale)``,
+    plain tensors) holds a bad value: one host sync for all scales not known good, none when
+    every one is."""
+    todo = [(i, s) for i, s in scales if not _checked_scales.known_good(s)]
     if not todo:
         return
-    flags = torch.stack([scale_values_bad(s).to(todo[0].device) for s in todo])
-    if bool(flags.any()):
-        raise ValueError(SCALE_VALUES_MESSAGE)
-    for s in todo:
+    flags = torch.stack([scale_values_bad(s).to(todo[0][1].device) for _, s in todo]).tolist()  # the one sync
+    for (i, _), bad in zip(todo, flags, strict=True):
+        if bad:
+            raise _at(i, ValueError(SCALE_VALUES_MESSAGE))
+    for _, s in todo:
         _checked_scales.remember(s)
 
 
@@ -169,7 +171,7 @@ def _checked_calls(tensors: object, sparsity_levels: object, block_shapes: objec
             scale = scale_list[i]
             if scale is not None and not is_dtensor(x) and isinstance(scale, torch.Tensor) and not is_dtensor(scale):
                 s2 = scale_view(scale, shape_2d(x.shape), x.device)  # values: below, one sync for all
-                plain_scales.append(scale)
+                plain_scales.append((i, scale))
             else:
                 s2 = check_scale(scale, x)
             impl = _dispatch.resolve(backend, x.device)

@@ -142,7 +142,7 @@ def test_group_and_per_tensor_paths_agree_at_every_size(monkeypatch):
         (dict(norm="L3"), ValueError, "norm"),
         (dict(backend="cuda"), ValueError, "backend"),
         (dict(scales=[None, torch.ones(3), None]), ValueError, r"tensors\[1\]: scale must broadcast"),
-        (dict(scales=[None, None, -torch.ones(8)]), ValueError, "scale must be finite"),
+        (dict(scales=[None, None, -torch.ones(8)]), ValueError, r"tensors\[2\]: scale must be finite"),
         (dict(tensors=[torch.randn(4, 4), "x", torch.randn(4, 4)]), TypeError, r"tensors\[1\] must be a torch.Tensor"),
         (dict(tensors=[torch.randn(4, 4), torch.randn(4, 4).double(), torch.randn(4, 4)]), TypeError,
          r"tensors\[1\] is float64"),
