@@ -86,16 +86,33 @@ def measure_reference() -> dict[str, float]:
     return out
 
 
+_OLD_LAYOUT_SHIM = """import sys
+
+import kernels
+from sparsity import *  # noqa: F403
+from sparsity import DataNormSparsifier  # noqa: F401
+
+sys.modules[__name__ + ".kernels"] = kernels
+"""
+
+
 def _run(checkout: Path, what: str) -> dict[str, float]:
     """``measure`` (or ``measure_reference``) in a fresh process importing ``checkout``'s code."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     with tempfile.TemporaryDirectory() as shim:
-        if checkout != ROOT:  # blocksparsity from the other checkout: its sparsity/ with kernels/ inside
+        if checkout != ROOT:
             package = Path(shim) / "blocksparsity"
             package.mkdir()
-            for item in (checkout / "sparsity").iterdir():
-                (package / item.name).symlink_to(item)
-            (package / "kernels").symlink_to(checkout / "kernels")
+            if "from sparsity." in (checkout / "sparsity" / "__init__.py").read_text():
+                # Before the import-root change (1ef1d13, the code the issue measured): top-level
+                # ``sparsity`` and ``kernels``, re-exported under the name ``measure`` imports.
+                (package / "__init__.py").write_text(_OLD_LAYOUT_SHIM)
+                for name in ("sparsity", "kernels"):
+                    (Path(shim) / name).symlink_to(checkout / name)
+            else:  # blocksparsity from the other checkout: its sparsity/ with kernels/ inside
+                for item in (checkout / "sparsity").iterdir():
+                    (package / item.name).symlink_to(item)
+                (package / "kernels").symlink_to(checkout / "kernels")
         env["PYTHONPATH"] = os.pathsep.join([shim, str(ROOT)])
         code = f"import json; from benchmarks.many_tensors import {what}; print(json.dumps({what}()))"
         result = subprocess.run([sys.executable, "-c", code], env=env, cwd=shim, capture_output=True, text=True,
