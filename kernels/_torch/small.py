@@ -3,15 +3,17 @@
 elements) by a short sequence of whole-batch ops, with no chunks and no radix passes, whose
 fixed cost (a few hundred us of Python and small ops per tensor) is most of the time there.
 
-The tensors of a batch are laid out as one ``(n_blocks_total, block_size)`` matrix, each row a
-block's elements in row-major order (partial edge blocks padded), then, for the whole batch:
+The tensors of a batch are laid out by in-block position, as one ``(block_size, n_blocks_total)``
+matrix: row ``p`` holds element ``p`` (row-major within the block) of every block, blocks in
+flat order, tensor after tensor (partial edge blocks padded), so that every op below reads
+and writes contiguous rows. Then, for the whole batch:
 
 * scores: the float32 sums of |x| (or x*x, or the scaled ``t``) one in-block position at a
   time, in order (padding adds +0, which changes no sum), over the elements inside: the same
   bits as ``block_norm``;
-* selection: a unique int64 key per block, ``score bits << 32 | block index``, orders blocks by
-  score, ties by index; a tensor's ``k`` lowest are those whose key is at most its ``k``-th
-  smallest key (``numpy.partition`` per tensor on the CPU, ``torch.kthvalue`` elsewhere);
+* selection: a tensor's ``k`` lowest blocks by score, ties by block index: those at most its
+  ``k``-th smallest int64 key ``score bits << 32 | block index`` (``torch.kthvalue``), or, on
+  the CPU, below its ``k``-th smallest score (``numpy.partition``) plus the first tied ones;
 * in-block ranks as ``ranks`` computes them (padding ranks last: +inf);
 * the mask: a pruned block keeps its in-block keep map, a kept block every element.
 
@@ -51,6 +53,26 @@ def _rows(x: torch.Tensor, block_shape: tuple[int, int], fill: float) -> torch.T
     return blocks.permute(0, 2, 1, 3).reshape(n_block_rows * n_block_cols, block_rows * block_cols)
 
 
+def _by_position(ts: list[torch.Tensor], block_shape: tuple[int, int], fill: float) -> torch.Tensor:
+    """The batch layout of ``ts`` (2-D, one dtype): ``(block_size, n_blocks_total)``, column
+    ``j`` the elements of the batch's block ``j`` (``_rows`` of each tensor, transposed, side
+    by side). Always a new contiguous tensor (``cat`` copies), never a view of the data."""
+    return torch.cat([_rows(t, block_shape, fill).t() for t in ts], dim=1)
+
+
+
+def _host_magnitudes(xs: list[torch.Tensor], block_shape: tuple[int, int]) -> torch.Tensor:
+    """``_by_position(xs, ...).abs()`` of float32 CPU tensors, by numpy: one ``abs`` per
+    tensor, read through the transposed view and written into its columns (no ``cat`` copy
+    and no second pass). Padding +0. A new float32 tensor."""
+    rows = [_rows(x.detach(), block_shape, 0.0) for x in xs]
+    out = torch.empty(rows[0].shape[1], sum(r.shape[0] for r in rows), dtype=torch.float32)
+    target, start = out.numpy(), 0
+    for r in rows:
+        np.abs(r.numpy().T, out=target[:, start : start + r.shape[0]])
+        start += r.shape[0]
+    return out
+
 def _unrows(rows: torch.Tensor, shape: tuple[int, int], block_shape: tuple[int, int], owned: bool) -> torch.Tensor:
     """The inverse of ``_rows`` for one tensor's rows of a mask: bool ``shape``, contiguous, its
     own memory (``owned``: ``rows`` is already a contiguous buffer of its own)."""
@@ -67,68 +89,95 @@ def _partial(x: torch.Tensor, block_shape: tuple[int, int]) -> bool:
     return x.shape[0] % block_shape[0] != 0 or x.shape[1] % block_shape[1] != 0
 
 
-def _numpy_keep(magnitudes: torch.Tensor, valid: torch.Tensor | None, counts: torch.Tensor | None, norm: str,
+def _kept_blocks(bits: np.ndarray, sizes: list[int], ks: list[int]) -> np.ndarray:
+    """Which blocks each tensor keeps (bool, one per block of the batch): all but its ``k``
+    lowest scores, ties by block index (``bits``: int32 score bits, tensor after tensor).
+
+    Each tensor's ``k``-th smallest score by ``numpy.partition`` (introselect, no sort), one
+    call for each run of tensors of the same size and ``k`` (the common case: a model's
+    same-shaped layers at one level); a block is kept when its score is above it. Where more
+    blocks than ``k`` are at most the threshold (ties at it), the tied blocks after the first
+    ``k - #below`` by index are kept too: the rule of the int64 ``bits << 32 | index`` keys."""
+    kept = np.empty(bits.shape, dtype=np.bool_)
+    first = start = 0
+    while first < len(sizes):
+        n, k = sizes[first], ks[first]
+        last = first + 1
+        while last < len(sizes) and sizes[last] == n and ks[last] == k:
+            last += 1
+        run, run_kept = (a[start : start + n * (last - first)].reshape(last - first, n) for a in (bits, kept))
+        if k == 0:
+            run_kept[:] = True
+        else:
+            threshold = np.partition(run, k - 1, axis=1)[:, k - 1 : k]
+            np.greater(run, threshold, out=run_kept)
+            for i in np.flatnonzero(n - np.count_nonzero(run_kept, axis=1) > k):  # ties at the threshold
+                tied = np.flatnonzero(run[i] == threshold[i])
+                run_kept[i, tied[k - (n - len(tied) - np.count_nonzero(run_kept[i])):]] = True
+        start += n * (last - first)
+        first = last
+    return kept
+
+
+def _numpy_keep(by_position: torch.Tensor, valid: torch.Tensor | None, counts: torch.Tensor | None, norm: str,
                 sizes: list[int], ks: list[int], zeros_per_block: int) -> tuple[torch.Tensor, bool]:
     """The CPU's core of ``block_masks`` in numpy (whose small ops cost a fraction of torch's):
     the keep map (bool (n_blocks, block_size), block-major) and whether every score is finite.
-    The same float32 ops in the same order as the torch core (``_torch_keep``): the same bits."""
-    m = magnitudes.numpy()
-    n_blocks, block_size = m.shape
+    ``by_position``: float32 (block_size, n_blocks), |x| (or ``t``) in the batch layout, padding
+    +0; ``valid``: bool, the same layout, False on padding (or None: no partial block). The
+    same float32 ops in the same order as the torch core (``_torch_keep``): the same bits."""
+    m = by_position.numpy()
+    block_size, n_blocks = m.shape
     values = m if norm == "L1" else m * m
-    sums = values[:, 0].copy()
+    sums = values[0].copy()
     for p in range(1, block_size):
-        sums += values[:, p]
+        sums += values[p]
     scores = sums / (np.float32(block_size) if counts is None else counts.numpy())
     bits = scores.view(np.int32)
     finite = bool(bits.max() < 0x7F800000) and bool(bits.min() >= 0)
-    keys = bits.astype(np.int64)
-    keys <<= 32
-    keys += np.arange(n_blocks, dtype=np.int64)
-    thresholds, start = [], 0
-    for n, k in zip(sizes, ks, strict=True):
-        thresholds.append(_NO_PRUNE if k == 0 else int(np.partition(keys[start : start + n], k - 1)[k - 1]))
-        start += n
-    kept = keys > (thresholds[0] if len(sizes) == 1 else np.repeat(np.array(thresholds, dtype=np.int64), sizes))
+    kept = _kept_blocks(bits, sizes, ks)
     word = {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}.get(block_size)
     ones = int.from_bytes(b"\x01" * block_size, "little")  # 1 in every byte of a word
+    if word is not None:  # a kept block as one word: 1 in each of its bools
+        kept_words = np.multiply(kept, word(ones), dtype=word)
     if not 0 < zeros_per_block < block_size:
         if word is None:
             return torch.from_numpy(np.broadcast_to(kept[:, None], (n_blocks, block_size)).copy()), finite
-        return torch.from_numpy((kept.astype(word) * word(ones)).view(np.bool_).reshape(n_blocks, block_size)), finite
+        return torch.from_numpy(kept_words.view(np.bool_).reshape(n_blocks, block_size)), finite
     if valid is not None:  # padding ranks after every element
         m = np.where(valid.numpy(), m, np.float32(np.inf))
-    by_position = np.ascontiguousarray(m.T).view(np.int32)  # one contiguous row per in-block position
+    rank_bits = m.view(np.int32)  # |x| >= +0 (or +inf): ordered like its int32 bits
     if word is not None:  # ``ranks.packed_rank_at_least``: byte p of each word ends at rank + 8 - zeros_per_block
         packed = np.full(n_blocks, sum((block_size - 1 - p + 8 - zeros_per_block) << (8 * p)
                                        for p in range(block_size)), dtype=word)
         for p in range(block_size):
             for q in range(p + 1, block_size):
-                packed += np.multiply(by_position[p] <= by_position[q], (1 << (8 * q)) - (1 << (8 * p)), dtype=word)
+                packed += np.multiply(rank_bits[p] <= rank_bits[q], (1 << (8 * q)) - (1 << (8 * p)), dtype=word)
         packed >>= 3
         packed &= word(ones)
-        keep = packed.view(np.bool_).reshape(n_blocks, block_size)
-    else:  # ``ranks.pairwise_ranks``
-        ranks = np.empty((n_blocks, block_size), dtype=np.int16)
-        ranks[:] = np.arange(block_size - 1, -1, -1, dtype=np.int16)
-        for p in range(block_size):
-            for q in range(p + 1, block_size):
-                p_first = by_position[p] <= by_position[q]
-                ranks[:, q] += p_first
-                ranks[:, p] -= p_first
-        keep = ranks >= zeros_per_block
+        packed |= kept_words  # a kept block keeps every element
+        return torch.from_numpy(packed.view(np.bool_).reshape(n_blocks, block_size)), finite
+    ranks = np.empty((block_size, n_blocks), dtype=np.int16)  # ``ranks.pairwise_ranks``, by position
+    ranks[:] = np.arange(block_size - 1, -1, -1, dtype=np.int16)[:, None]
+    for p in range(block_size):
+        for q in range(p + 1, block_size):
+            p_first = rank_bits[p] <= rank_bits[q]
+            ranks[q] += p_first
+            ranks[p] -= p_first
+    keep = np.ascontiguousarray((ranks >= zeros_per_block).T)
     keep |= kept[:, None]
     return torch.from_numpy(keep), finite
 
 
-def _torch_keep(magnitudes: torch.Tensor, valid: torch.Tensor | None, counts: torch.Tensor | None, norm: str,
+def _torch_keep(by_position: torch.Tensor, valid: torch.Tensor | None, counts: torch.Tensor | None, norm: str,
                 sizes: list[int], ks: list[int], zeros_per_block: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The core of ``block_masks`` in torch ops, with no host sync: the keep map (bool
-    (n_blocks, block_size)) and the scores (float32 (n_blocks,))."""
-    n_blocks, block_size = magnitudes.shape
-    values = magnitudes if norm == "L1" else magnitudes * magnitudes
-    sums = values[:, 0].clone()
+    (n_blocks, block_size)) and the scores (float32 (n_blocks,)). Arguments as ``_numpy_keep``."""
+    block_size, n_blocks = by_position.shape
+    values = by_position if norm == "L1" else by_position * by_position
+    sums = values[0].clone()
     for p in range(1, block_size):
-        sums.add_(values[:, p])
+        sums.add_(values[p])
     scores = sums.div_(float(block_size) if counts is None else counts)
     keys = scores.view(torch.int32).to(torch.int64).bitwise_left_shift_(32)
     keys.add_(torch.arange(n_blocks, device=keys.device))
@@ -139,8 +188,8 @@ def _torch_keep(magnitudes: torch.Tensor, valid: torch.Tensor | None, counts: to
     if not 0 < zeros_per_block < block_size:
         return kept[:, None].expand(n_blocks, block_size), scores
     if valid is not None:  # padding ranks after every element
-        magnitudes = magnitudes.masked_fill(~valid, float("inf"))
-    keep = in_block_keep_map(magnitudes.t().contiguous(), zeros_per_block).reshape(n_blocks, block_size)
+        by_position = by_position.masked_fill(~valid, float("inf"))
+    keep = in_block_keep_map(by_position, zeros_per_block).reshape(n_blocks, block_size)
     return keep.bitwise_or_(kept[:, None]), scores
 
 
@@ -156,17 +205,15 @@ def block_masks(
     grids = [block_grid(x.shape, block_shape) for x in xs]
     sizes = [n * m for n, m in grids]
 
-    def rows(ts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([_rows(t, block_shape, 0.0) for t in ts]) if len(ts) > 1 else _rows(ts[0], block_shape, 0.0)
-
-    raw = rows(xs).detach()
-    on_host = policy.host_reads and np is not None and raw.device.type == "cpu"
-    if scales is not None:  # t = float32(|x|) * float32(scale); a new tensor (``raw`` may be a view of x)
-        magnitudes = torch.mul(raw, rows(scales).float()).abs_()
-    elif on_host and raw.dtype == torch.float32:
-        magnitudes = torch.from_numpy(np.abs(raw.numpy()))  # |x|: a new array (numpy's small ops cost less)
-    else:
-        magnitudes = raw.float().abs()  # |x| in float32: exact; a new tensor
+    on_host = policy.host_reads and np is not None and xs[0].device.type == "cpu"
+    if scales is None and on_host and xs[0].dtype == torch.float32:
+        magnitudes = _host_magnitudes(xs, block_shape)  # numpy's small ops cost less
+    else:  # a copy (``cat``): the ops below write into it
+        raw = _by_position(xs, block_shape, 0.0).detach()
+        magnitudes = raw.float()
+        if scales is not None:  # t = float32(|x|) * float32(scale)
+            magnitudes.mul_(_by_position(scales, block_shape, 0.0).float())
+        magnitudes.abs_()  # |x| (or t) in float32: exact
     partial = [_partial(x, block_shape) for x in xs]
     counts = valid = None
     if any(partial):  # edge blocks divide by the elements inside; padding (0 in the sums) ranks last
@@ -174,7 +221,7 @@ def block_masks(
             (counts_inside(n_br, block_rows, x.shape[0], 0, x.device)[:, None]
              * counts_inside(n_bc, block_cols, x.shape[1], 0, x.device)).reshape(-1)
             for x, (n_br, n_bc) in zip(xs, grids, strict=True)])
-        valid = rows([torch.ones(x.shape, dtype=torch.bool, device=x.device) for x in xs])
+        valid = _by_position([torch.ones(x.shape, dtype=torch.bool, device=x.device) for x in xs], block_shape, 0.0)
     if on_host:
         with np.errstate(all="ignore"):  # overflow to inf, NaN compares: as in torch, and flagged
             keep, finite = _numpy_keep(magnitudes, valid, counts, norm, sizes, ks, zeros_per_block)
