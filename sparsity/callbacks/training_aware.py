@@ -311,10 +311,12 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     # ---------------------------------------------------------------- in-place mode
     def _remake_multipliers(self) -> None:
+        """The masks (their local shards) as multipliers in their parameters' dtypes: written
+        into the last update's buffers where they fit, else made anew."""
         names = [name for name in self._params if name in self._masks]
         masked = [self._params[name] for name in names]
         masked_local = [local_tensor(p) for p in masked]
-        masks = [local_tensor(self._masks[name]) for name in names]
+        masks = [_as_bytes(local_tensor(self._masks[name])) for name in names]
         if self._multipliers_fit(masked, masked_local, masks):  # the same tensors: new values into the same buffers
             torch._foreach_copy_(self._multipliers, masks)
             return
@@ -448,6 +450,13 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.epochs_done = state["epochs_done"]
         self.updates_done = state["updates_done"]
         self._first_step = state.get("first_step", 0)
+
+
+def _as_bytes(mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask as a uint8 view of its bytes (0 or 1: the same values once cast); other
+    masks as they are. torch casts uint8 to floating point several times faster than bool,
+    and every in-place mask update casts every mask into its multiplier."""
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
 
 
 def _load_sharded_masks(path: str, prefix: str, params: dict[str, torch.nn.Parameter]) -> dict[str, dict[str, torch.Tensor]]:
