@@ -246,7 +246,8 @@ def foreach_block_mask_unchecked(
     for group in groups:
         group_masks, group_flags = _run_group(group, calls, norm)
         for i, mask, flag in zip(group.indices, group_masks, group_flags, strict=True):
-            masks[i], flags[i] = mask.reshape(calls[i].x.shape), flag
+            shape = calls[i].x.shape
+            masks[i], flags[i] = mask if mask.shape == shape else mask.reshape(shape), flag
     return masks, flags  # type: ignore[return-value]
 
 
