@@ -57,8 +57,9 @@ available_backends = _dispatch.available_backends
 
 
 def as_2d(x: torch.Tensor) -> torch.Tensor:
-    """1-D data as (1, N); N-D data as (shape[0], rest). A view where strides allow."""
-    return x.reshape(shape_2d(x.shape))
+    """1-D data as (1, N); N-D data as (shape[0], rest). A view where strides allow; 2-D
+    data itself (no new view object: foreach calls take this for every tensor)."""
+    return x if x.dim() == 2 else x.reshape(shape_2d(x.shape))
 
 
 def _sharded() -> ModuleType:

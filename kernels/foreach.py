@@ -114,29 +114,38 @@ def _checked_config(level: object, block_shape: object, zeros_per_block: object,
     ``k`` (blocks to prune), the block shape clipped to the tensor, the effective
     ``zeros_per_block``, as ``block_mask`` works them out."""
     level = check_sparsity_level(level)
+    bs, zpb, clipped, effective = _block_config(block_shape, zeros_per_block, shape2d)
+    return blocks_to_prune(shape2d, bs, level, zpb), clipped, effective
+
+
+def _checked_block_config(block_shape: object, zeros_per_block: object, shape2d: tuple[int, int]
+                          ) -> tuple[tuple[int, int], int, tuple[int, int], int]:
+    """The block shape and ``zeros_per_block`` checked, and as they apply to a tensor of 2-D
+    shape ``shape2d``: (block shape, ``zeros_per_block``, the block shape clipped to the
+    tensor, the effective ``zeros_per_block``)."""
     bs = check_block_shape(block_shape)
     zpb = check_zeros_per_block(zeros_per_block, bs)
-    k = blocks_to_prune(shape2d, bs, level, zpb)
-    bs = clip_block(shape2d, bs)
-    return k, bs, min(zpb, bs[0] * bs[1])
+    clipped = clip_block(shape2d, bs)
+    return bs, zpb, clipped, min(zpb, clipped[0] * clipped[1])
 
 
-_cached_config = functools.lru_cache(maxsize=1024)(
-    lambda level_type, level, block_shape, zpb_type, zpb, shape2d: _checked_config(level, block_shape, zpb, shape2d))
+_cached_block_config = functools.lru_cache(maxsize=1024)(
+    lambda block_shape, zpb_type, zpb, shape2d: _checked_block_config(block_shape, zpb, shape2d))
 
 
-def _config(level: object, block_shape: object, zeros_per_block: object,
-            shape2d: tuple[int, int]) -> tuple[int, tuple[int, int], int]:
-    """``_checked_config``, remembered for arguments of plain types (a float or int level, a
-    tuple of two ints, an int or None): a model's step asks the same of the same shapes at
-    every mask update. Keys carry the types (``True == 1``, ``1 == 1.0``), so a value is
-    answered from the cache only after the same value of the same type passed every check;
-    a refused argument raises every time (a failed call caches nothing)."""
-    if (type(level) in (float, int) and type(block_shape) is tuple and len(block_shape) == 2
+def _block_config(block_shape: object, zeros_per_block: object, shape2d: tuple[int, int]
+                  ) -> tuple[tuple[int, int], int, tuple[int, int], int]:
+    """``_checked_block_config``, remembered for arguments of plain types (a tuple of two ints,
+    an int or None): a model's step asks the same of the same shapes at every mask update,
+    while a schedule moves the level (checked, and ``k`` worked out, at every call: both
+    cost little). Keys carry the types (``True == 1``), so a value is answered from the cache
+    only after the same value of the same type passed every check; a refused argument
+    raises every time (a failed call caches nothing)."""
+    if (type(block_shape) is tuple and len(block_shape) == 2
             and type(block_shape[0]) is int and type(block_shape[1]) is int
             and (zeros_per_block is None or type(zeros_per_block) is int)):
-        return _cached_config(type(level), level, block_shape, type(zeros_per_block), zeros_per_block, shape2d)
-    return _checked_config(level, block_shape, zeros_per_block, shape2d)
+        return _cached_block_config(block_shape, type(zeros_per_block), zeros_per_block, shape2d)
+    return _checked_block_config(block_shape, zeros_per_block, shape2d)
 
 
 class _Group(NamedTuple):
@@ -163,18 +172,23 @@ def _checked_calls(tensors: object, sparsity_levels: object, block_shapes: objec
                        zeros_per_block is None or isinstance(zeros_per_block, numbers.Integral))
     scale_list = _per_tensor(scales, n, "scales", scales is None or isinstance(scales, torch.Tensor))
     calls, plain_scales = [], []
+    impls: dict[torch.device, Backend] = {}  # the backend, resolved once per device
     for i, x in enumerate(tensors):
         x = check_data(x, f"tensors[{i}]")
         try:
             x2d = shape_2d(x.shape)
-            k, bs, zpb = _config(levels[i], shapes[i], zpbs[i], x2d)
+            k, bs, zpb = _checked_config(levels[i], shapes[i], zpbs[i], x2d)
             scale = scale_list[i]
-            if scale is not None and not is_dtensor(x) and isinstance(scale, torch.Tensor) and not is_dtensor(scale):
-                s2 = scale_view(scale, shape_2d(x.shape), x.device)  # values: below, one sync for all
+            if scale is None:
+                s2 = None
+            elif not is_dtensor(x) and isinstance(scale, torch.Tensor) and not is_dtensor(scale):
+                s2 = scale_view(scale, x2d, x.device)  # values: below, one sync for all
                 plain_scales.append((i, scale))
             else:
                 s2 = check_scale(scale, x)
-            impl = _dispatch.resolve(backend, x.device)
+            impl = impls.get(x.device)
+            if impl is None:
+                impl = impls[x.device] = _dispatch.resolve(backend, x.device)
         except (TypeError, ValueError) as err:
             raise _at(i, err) from None
         calls.append(_MaskCall(x, k, bs, zpb, norm, impl, s2))
@@ -232,7 +246,8 @@ def foreach_block_mask_unchecked(
     for group in groups:
         group_masks, group_flags = _run_group(group, calls, norm)
         for i, mask, flag in zip(group.indices, group_masks, group_flags, strict=True):
-            masks[i], flags[i] = mask.reshape(calls[i].x.shape), flag
+            shape = calls[i].x.shape
+            masks[i], flags[i] = mask if mask.shape == shape else mask.reshape(shape), flag
     return masks, flags  # type: ignore[return-value]
 
 

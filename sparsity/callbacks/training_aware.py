@@ -311,10 +311,12 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
 
     # ---------------------------------------------------------------- in-place mode
     def _remake_multipliers(self) -> None:
+        """The masks (their local shards) as multipliers in their parameters' dtypes: written
+        into the last update's buffers where they fit, else made anew."""
         names = [name for name in self._params if name in self._masks]
         masked = [self._params[name] for name in names]
         masked_local = [local_tensor(p) for p in masked]
-        masks = [local_tensor(self._masks[name]) for name in names]
+        masks = [_as_bytes(local_tensor(self._masks[name])) for name in names]
         if self._multipliers_fit(masked, masked_local, masks):  # the same tensors: new values into the same buffers
             torch._foreach_copy_(self._multipliers, masks)
             return
@@ -335,42 +337,57 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
                                               self._multipliers, strict=True)
         )
 
-    @torch.no_grad()
     def _mask_live(self) -> None:
+        """Multiply the masked weights by their masks: one multi-tensor multiply."""
         if self._masked_local:
-            torch._foreach_mul_(self._masked_local, self._multipliers)
+            with torch.no_grad():
+                torch._foreach_mul_(self._masked_local, self._multipliers)
 
     @override
     @timed_hook
-    @torch.no_grad()
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.inplace:
+        """In place: mask the gradients, so that the optimizer (and its state) moves no pruned
+        weight. Every batch pays this hook: in the usual case (plain tensors, every gradient
+        there) it is one multi-tensor multiply and nothing else."""
+        if not self.inplace or not self._masked:
             return
         if self._plain:
             grads = [p.grad for p in self._masked]
-            if all(g is not None for g in grads):  # every gradient there (the usual case): one multiply, no list to filter
-                if grads:
+            if all(g is not None for g in grads):
+                with torch.no_grad():
                     torch._foreach_mul_(grads, self._multipliers)
                 return
+        self._mask_present_grads()
+
+    def _mask_present_grads(self) -> None:
+        """The gradients that exist (local shards of DTensor ones) multiplied by their masks."""
         pairs = [(local_tensor(p.grad), m) for p, m in zip(self._masked, self._multipliers, strict=True) if p.grad is not None]
         if pairs:
-            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+            with torch.no_grad():
+                torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
     @override
     @timed_hook
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        """Calibration's batch count; in place, the step schedule's mask update when it is due,
+        then the live weights re-masked (optimizer steps, momentum and weight decay, revive
+        masked weights)."""
         if self.calibrator is not None:
             self.calibrator.batch_done()
         if not self.inplace:
             return
-        steps = trainer.global_step - self._first_step
-        if self.schedule_interval == "step" and steps > 0 and steps % self.every_n_steps == 0 \
-                and steps // self.every_n_steps > self.updates_done:
+        if self.schedule_interval == "step" and self._step_update_due(trainer):
             self._step_masks_and_schedule(trainer, pl_module)
             if self.calibrator is not None:
                 self.calibrator.restart()  # the next update's statistics: the batches from here on
-        self._mask_live()  # optimizer steps (momentum, weight decay) revive masked weights
+        self._mask_live()
+
+    def _step_update_due(self, trainer: pl.Trainer) -> bool:
+        """With ``schedule_interval="step"``: is a mask update due now (every ``every_n_steps``
+        optimizer steps since the schedule began, once each)?"""
+        steps = trainer.global_step - self._first_step
+        return steps > 0 and steps % self.every_n_steps == 0 and steps // self.every_n_steps > self.updates_done
 
     # ---------------------------------------------------------------- checkpoints
     @override
@@ -433,6 +450,13 @@ class TrainingAwareDataSparsity(DataSparsityCallback):
         self.epochs_done = state["epochs_done"]
         self.updates_done = state["updates_done"]
         self._first_step = state.get("first_step", 0)
+
+
+def _as_bytes(mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask as a uint8 view of its bytes (0 or 1: the same values once cast); other
+    masks as they are. torch casts uint8 to floating point several times faster than bool,
+    and every in-place mask update casts every mask into its multiplier."""
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
 
 
 def _load_sharded_masks(path: str, prefix: str, params: dict[str, torch.nn.Parameter]) -> dict[str, dict[str, torch.Tensor]]:

@@ -223,3 +223,19 @@ def test_remembered_configs_still_refuse_bad_values_and_follow_changes():
         ys = [torch.randn(8, 16, generator=g), torch.randn(5, 12, generator=g)]  # a changed shape too
         for m, y in zip(kernels.foreach_block_mask(ys, level, block_shape, zpb), ys, strict=True):
             assert torch.equal(m, kernels.block_mask(y, level, block_shape, zpb))
+
+
+def test_levels_are_checked_at_every_call_when_the_block_config_is_remembered():
+    """A block shape and zeros_per_block seen before are answered from the cache; the level,
+    which a schedule moves at every update, is still checked (and first: its error wins)."""
+    x = torch.randn(8, 16)
+    for level in (0.25, 0.5, 0.75):  # the same block config, new levels: the same masks as block_mask
+        assert torch.equal(kernels.foreach_block_mask([x], level, (1, 4), 2)[0], kernels.block_mask(x, level, (1, 4), 2))
+    with pytest.raises(ValueError, match=r"tensors\[0\]: sparsity_level must be between 0 and 1"):
+        kernels.foreach_block_mask([x], 1.5, (1, 4), 2)
+    with pytest.raises(TypeError, match=r"tensors\[0\]: sparsity_level must be a real number"):
+        kernels.foreach_block_mask([x], True, (1, 4), 2)
+    with pytest.raises(ValueError, match=r"tensors\[0\]: sparsity_level"):
+        kernels.foreach_block_mask([x], -1.0, (0, 4), 2)  # both bad: the level is named
+    with pytest.raises(ValueError, match=r"tensors\[0\]: zeros_per_block"):
+        kernels.foreach_block_mask([x], 0.5, (1, 4), 9)
