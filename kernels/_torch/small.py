@@ -111,9 +111,12 @@ def _kept_blocks(bits: np.ndarray, sizes: list[int], ks: list[int]) -> np.ndarra
         else:
             threshold = np.partition(run, k - 1, axis=1)[:, k - 1 : k]
             np.greater(run, threshold, out=run_kept)
-            for i in np.flatnonzero(n - np.count_nonzero(run_kept, axis=1) > k):  # ties at the threshold
-                tied = np.flatnonzero(run[i] == threshold[i])
-                run_kept[i, tied[k - (n - len(tied) - np.count_nonzero(run_kept[i])):]] = True
+            # Each tensor keeps at most n - k blocks here (its k-th smallest and all below are
+            # out); all of them keep exactly n - k unless ties at a threshold pruned more.
+            if np.count_nonzero(run_kept) < (n - k) * (last - first):
+                for i in np.flatnonzero(run_kept.sum(axis=1) < n - k):
+                    tied = np.flatnonzero(run[i] == threshold[i])
+                    run_kept[i, tied[k - (n - len(tied) - np.count_nonzero(run_kept[i])):]] = True
         start += n * (last - first)
         first = last
     return kept
@@ -134,7 +137,7 @@ def _numpy_keep(by_position: torch.Tensor, valid: torch.Tensor | None, counts: t
         sums += values[p]
     scores = sums / (np.float32(block_size) if counts is None else counts.numpy())
     bits = scores.view(np.int32)
-    finite = bool(bits.max() < 0x7F800000) and bool(bits.min() >= 0)
+    finite = bool(bits.view(np.uint32).max() < 0x7F800000)  # no NaN, inf or negative score (sign bit)
     kept = _kept_blocks(bits, sizes, ks)
     word = {1: np.uint8, 2: np.int16, 4: np.int32, 8: np.int64}.get(block_size)
     ones = int.from_bytes(b"\x01" * block_size, "little")  # 1 in every byte of a word

@@ -79,3 +79,24 @@ def test_overflowing_sums_of_finite_data_are_not_flagged(policy):
     with _policy.forced(policy):
         _, flags = kernels.foreach_block_mask_unchecked([torch.full((4, 8), 3e38), x], 0.5, (1, 4), 2, "L2")
     assert [bool(f) for f in flags] == [False, True]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("zeros_per_block", [4, 2])
+def test_runs_of_same_shaped_tensors_with_and_without_ties_at_the_threshold(policy, zeros_per_block):
+    # Runs of tensors with one size and level are selected together (one partition per run on
+    # the CPU): in each run some tensors have ties straddling their k-th score and some do not;
+    # a run at level 0 and a run of another size sit between them, and the data is not touched.
+    g = torch.Generator().manual_seed(11)
+    tied = torch.zeros(6, 8)  # every score equal: the first k blocks by index are pruned
+    stepped = torch.arange(48, dtype=torch.float32).reshape(6, 8) % 3  # three score values, many ties
+    distinct = torch.randn(6, 8, generator=g)
+    other_size = torch.randn(5, 12, generator=g)
+    xs = [tied, distinct, stepped, distinct.clone(), tied.clone(), other_size, distinct.neg(), stepped.flip(0)]
+    levels = [0.5, 0.5, 0.5, 0.0, 0.0, 0.5, 0.75, 0.75]
+    before = [x.clone() for x in xs]
+    with _policy.forced(policy):
+        masks = kernels.foreach_block_mask(xs, levels, (1, 4), zeros_per_block, backend="torch")
+    for x, level, mask in zip(xs, levels, masks, strict=True):
+        assert torch.equal(mask, naive.block_mask(x, level, (1, 4), zeros_per_block))
+    assert all(torch.equal(a, b) for a, b in zip(xs, before, strict=True))
