@@ -24,6 +24,20 @@ SEQUENTIAL_SUM_MIN = 64
 # Below it, selection uses the compact 11/10/10-bit digits after scoring: zeroing and
 # scanning a 2**15-bin histogram costs more than scoring a small tensor.
 FUSED_SELECTION_MIN_BLOCKS = 1 << 18
+# Selection by sampling (CPU, host reads): from an evenly strided sample of at least
+# ``SAMPLE_SCORES`` scores and at least one in ``SAMPLE_EVERY``, a window of ranks around the
+# k-th, ``SAMPLE_MARGIN_SIGMAS`` standard deviations of a sample quantile wide on each side;
+# then one pass counts the scores below the window and gathers those inside, where the k-th
+# is found. The window holds about ``2 * SAMPLE_MARGIN_SIGMAS / sqrt(sample)`` of the scores
+# (4.4% at 2**15, 0.6% at 2**21: a sample growing with the scores keeps the gathered copy
+# small beside them). Larger samples: a narrower window for more sorting. A wider margin:
+# fewer fallbacks to the radix passes (when the k-th falls outside the window), more scores
+# gathered. Used from ``SAMPLED_SELECTION_MIN_BLOCKS`` scores (below it the sample would be
+# most of them).
+SAMPLE_SCORES = 1 << 15
+SAMPLE_EVERY = 256
+SAMPLE_MARGIN_SIGMAS = 4.0
+SAMPLED_SELECTION_MIN_BLOCKS = 1 << 17
 # Most scores for which ``torch.kthvalue`` on the score bits finds the threshold instead of
 # the radix passes: its cost grows faster with the count, the passes' fixed cost is higher
 # (about 25 us against 260 us at 2048 scores on one CPU thread; still faster at 8192,

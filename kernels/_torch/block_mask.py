@@ -13,7 +13,7 @@ from blocksparsity.kernels._torch._policy import Policy
 from blocksparsity.kernels._torch.apply_mask import multiply
 from blocksparsity.kernels._torch.block_norm import block_scores
 from blocksparsity.kernels._torch.ranks import write_in_block_keep
-from blocksparsity.kernels._torch.select import PrunedBlocks
+from blocksparsity.kernels._torch.select import PrunedBlocks, samples
 
 
 def _spread_blocks(mask_chunk: torch.Tensor, blocks: PrunedBlocks, chunk: Chunk, block_rows: int, block_cols: int,
@@ -96,10 +96,12 @@ def block_mask(
                                          None if scale is None else [scale], policy)
         return masks[0], flags[0]
     block_rows, block_cols = block_shape
-    # Many blocks: count the first 16-bit radix pass while scoring. Few: the compact digits'
-    # small histograms (``_config.FUSED_SELECTION_MIN_BLOCKS``).
+    # Many blocks: count the first 16-bit radix pass while scoring, unless a sample will find the
+    # threshold (host reads, ``select.samples``). Few: the compact digits' small histograms
+    # (``_config.FUSED_SELECTION_MIN_BLOCKS``).
     blocks_total = n_blocks(x.shape, block_shape)
-    fused = 0 < k < blocks_total and blocks_total >= _config.FUSED_SELECTION_MIN_BLOCKS
+    fused = (0 < k < blocks_total and blocks_total >= _config.FUSED_SELECTION_MIN_BLOCKS
+             and not samples(blocks_total, policy))
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     in_block = (mask, zeros_per_block) if 0 < zeros_per_block < block_rows * block_cols else None
     scores, nonfinite_flag, high_histogram = block_scores(x, block_shape, norm, policy, high_histogram=fused,

@@ -16,12 +16,19 @@ The selection can be made elsewhere (over every shard of a larger tensor, see
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from blocksparsity.kernels._common import COMPACT_DIGITS, DIGITS, Reduce, Threshold
 from blocksparsity.kernels._torch import _config, _policy
 from blocksparsity.kernels._torch._blocks import Chunk
 from blocksparsity.kernels._torch._policy import Policy
+
+try:  # optional: the sampled selection's passes and partition (host reads only)
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy comes with every torch install we test
+    np = None
 
 
 def count_into(histogram: torch.Tensor, bins: torch.Tensor, policy: Policy, weights: torch.Tensor | None = None) -> None:
@@ -155,6 +162,50 @@ def kthvalue_threshold(scores: torch.Tensor, k: int) -> Threshold:
     return Threshold(threshold_bits, k - (bits < threshold_bits).sum(), (bits == threshold_bits).sum())
 
 
+def sampled_threshold(scores: torch.Tensor, k: int) -> Threshold | None:
+    """The same ``Threshold`` as ``kth_smallest`` (``scores``: float32 >= 0, contiguous, in
+    host memory; ``0 < k <`` their number), found from a sample, or None where the sample's
+    window misses the k-th (then the radix passes find it). Exact either way: the sample only
+    decides how much is gathered.
+
+    An evenly strided sample (``SAMPLE_SCORES`` scores, or one in ``SAMPLE_EVERY``), sorted,
+    gives bounds ``lo <= hi`` around the rank ``k`` would have in it (``SAMPLE_MARGIN_SIGMAS``
+    standard deviations of a sample quantile each side; a window reaching past the sample's
+    ends reaches 0 or the largest bits). One pass over the score bits, in cache-sized chunks,
+    counts those below ``lo`` and gathers those in ``[lo, hi]`` (one unsigned compare of
+    ``bits - lo``: both are in [0, 2**31), so the difference cannot overflow, and a value
+    below ``lo`` wraps to above the span). When the k-th lies in the window, it is the
+    ``k - below``-th smallest gathered score (``numpy.partition``), and every score equal to
+    it was gathered, so the tie counts are exact too."""
+    bits = scores.reshape(-1).view(torch.int32).numpy()
+    n = bits.size
+    m = max(_config.SAMPLE_SCORES, n // _config.SAMPLE_EVERY)
+    sample = np.sort(bits[:: n // m][:m])
+    rank = k * m // n
+    margin = math.ceil(_config.SAMPLE_MARGIN_SIGMAS * math.sqrt(m)) + 1
+    # A window reaching past the sample's ends reaches the ends of the bits' range.
+    lo = int(sample[rank - margin]) if rank - margin > 0 else 0
+    hi = int(sample[rank + margin]) if rank + margin < m - 1 else 0x7FFFFFFF
+    span = np.uint32(hi - lo)
+    below, window = 0, []
+    offsets = np.empty(min(n, _config.CHUNK_ELEMENTS), dtype=np.int32)
+    for start in range(0, n, _config.CHUNK_ELEMENTS):
+        chunk = bits[start : start + _config.CHUNK_ELEMENTS]
+        offset = offsets[: chunk.size]
+        np.subtract(chunk, np.int32(lo), out=offset)
+        below += int(np.count_nonzero(offset < 0))
+        window.append(chunk[offset.view(np.uint32) <= span])
+    gathered = np.concatenate(window)
+    need = k - below  # the k-th overall is the need-th smallest gathered score
+    if not 0 < need <= gathered.size:
+        return None
+    kth = gathered[need - 1] if gathered.size == 1 else np.partition(gathered, need - 1)[need - 1]
+    device = scores.device
+    return Threshold(torch.tensor(int(kth), dtype=torch.int32, device=device),
+                     torch.tensor(need - int(np.count_nonzero(gathered < kth)), dtype=torch.int64, device=device),
+                     torch.tensor(int(np.count_nonzero(gathered == kth)), dtype=torch.int64, device=device))
+
+
 def select_threshold(
     scores: torch.Tensor, k: int, reduce: Reduce | None = None, *, policy: Policy | None = None
 ) -> Threshold:
@@ -163,6 +214,12 @@ def select_threshold(
     shards), by the compact 11/10/10-bit digits (``_common.COMPACT_DIGITS``, small histograms
     to reduce)."""
     return kth_smallest(scores, k, policy or _policy.for_device(scores.device), None, COMPACT_DIGITS, reduce)
+
+
+def samples(n_scores: int, policy: Policy) -> bool:
+    """Does the selection over ``n_scores`` scores try ``sampled_threshold`` first? Where values
+    may be read on the host (numpy views of the scores) and there are enough for a sample."""
+    return policy.host_reads and np is not None and n_scores >= _config.SAMPLED_SELECTION_MIN_BLOCKS
 
 
 class PrunedBlocks:
@@ -203,6 +260,10 @@ class PrunedBlocks:
             return cls(scores, k, None, policy)
         if scores.numel() <= _config.KTHVALUE_MAX_BLOCKS:
             return cls(scores, k, kthvalue_threshold(scores, k), policy)
+        if samples(scores.numel(), policy):
+            threshold = sampled_threshold(scores, k)
+            if threshold is not None:
+                return cls(scores, k, threshold, policy)
         if high_histogram is None:
             return cls(scores, k, kth_smallest(scores, k, policy, None, COMPACT_DIGITS), policy)
         return cls(scores, k, kth_smallest(scores, k, policy, high_histogram), policy)
