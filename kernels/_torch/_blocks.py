@@ -15,6 +15,11 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+try:  # optional: ``abs_by_position``'s host path
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy comes with every torch install we test
+    np = None
+
 from blocksparsity.kernels._common import block_grid
 from blocksparsity.kernels._torch import _config
 
@@ -74,14 +79,23 @@ def positions(blocks: torch.Tensor) -> list[torch.Tensor]:
     return [blocks[:, p // block_cols, :, p % block_cols] for p in range(block_rows * block_cols)]
 
 
-def abs_by_position(blocks: torch.Tensor) -> torch.Tensor:
+def abs_by_position(blocks: torch.Tensor, host_reads: bool = False) -> torch.Tensor:
     """|x| of a blocked chunk ``blocks`` (n_block_rows, block_rows, n_block_cols, block_cols,
     any float dtype) as a new contiguous float32 tensor (block_rows*block_cols, n_block_rows,
     n_block_cols): ``torch.stack(positions(blocks)).abs().float()``, one contiguous plane per
     in-block position, so that every later op on a position (compares, sums) is a contiguous,
-    vectorised one."""
+    vectorised one.
+
+    With ``host_reads`` (data in host memory, numpy views allowed), float32: one numpy ``abs``
+    reading the transposed view and writing every plane, about twice as fast as a torch op
+    per plane on strided positions. (Float16/bfloat16 keep the torch casts per plane: a
+    float32 copy first, for numpy, costs what the faster layout saves.)"""
     n_block_rows, block_rows, n_block_cols, block_cols = blocks.shape
     out = torch.empty(block_rows * block_cols, n_block_rows, n_block_cols, dtype=torch.float32, device=blocks.device)
+    if host_reads and np is not None and blocks.dtype == torch.float32:
+        np.abs(blocks.detach().numpy().transpose(1, 3, 0, 2),
+               out=out.numpy().reshape(block_rows, block_cols, n_block_rows, n_block_cols))
+        return out
     for plane, position in zip(out, positions(blocks), strict=True):
         if position.dtype == torch.float32:
             torch.abs(position, out=plane)

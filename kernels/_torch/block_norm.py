@@ -129,7 +129,7 @@ def _chunk_sums(x_chunk: torch.Tensor, chunk_f32: torch.Tensor | None, scratch: 
     n_block_rows, n_block_cols, block_rows, block_cols = grid
     if by_position:
         laid_out = abs_by_position(blocked(x_chunk.float() if chunk_f32 is None else chunk_f32,
-                                           n_block_rows, n_block_cols, block_rows, block_cols, 0.0))
+                                           n_block_rows, n_block_cols, block_rows, block_cols, 0.0), policy.host_reads)
         return block_sums((laid_out if norm == "L1" else laid_out * laid_out).unbind(0)), laid_out
     if x_chunk.shape != (n_block_rows * block_rows, n_block_cols * block_cols):  # partial edge blocks: padded copies
         chunk_f32 = x_chunk.float() if chunk_f32 is None else chunk_f32

@@ -81,3 +81,27 @@ def test_low_precision_ranks_cast_by_position_equal_naive(dtype, shape, block_sh
             for level in (0.35, 1.0):
                 expected = naive.block_mask(x.float(), level, block_shape, zpb, norm)
                 assert torch.equal(kernels.block_mask(x, level, block_shape, zpb, norm, backend="torch"), expected)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "sliced"])
+@pytest.mark.parametrize("block_shape", [(1, 4), (2, 2), (2, 3), (4, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_abs_by_position_on_the_host_equals_the_torch_planes(layout, block_shape, dtype):
+    """The host path (one numpy ``abs`` through the transposed view, float32 only) writes the
+    same bits as the torch op per plane, zeros of both signs, subnormals and NaN included."""
+    from blocksparsity.kernels._torch._blocks import abs_by_position, blocked
+
+    g = torch.Generator().manual_seed(len(layout) + block_shape[1])
+    x = torch.randn(24, 36, generator=g)
+    x[0, :4] = torch.tensor([-0.0, 0.0, -torch.finfo(torch.float32).tiny / 8, float("nan")])
+    x = x.to(dtype)
+    if layout == "transposed":
+        x = x.t()
+    elif layout == "sliced":
+        x = x[2:, 4:]
+    rows, cols = block_shape
+    blocks = blocked(x, x.shape[0] // rows, x.shape[1] // cols, rows, cols, 0.0)
+    host, planes = abs_by_position(blocks, host_reads=True), abs_by_position(blocks)
+    assert torch.equal(host.view(torch.int32), planes.view(torch.int32))
+    plain = torch.stack([p.float().abs() for p in blocks.permute(1, 3, 0, 2).reshape(-1, *host.shape[1:])])
+    assert torch.equal(host.view(torch.int32), plain.view(torch.int32))
