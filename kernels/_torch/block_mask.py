@@ -56,18 +56,21 @@ def keep_mask(
     device are used), chunk by chunk from the pruned blocks: an element is kept when its block
     is kept or, inside a pruned block, when the in-block keep map says so.
 
-    With ``0 < zeros_per_block < block_rows*block_cols``, ``mask`` (bool H x W, contiguous
-    rows) must already hold the keep-if-pruned map (written by ``block_scores`` or
-    ``write_in_block_keep``), which the kept blocks are OR-ed over; else it is overwritten
-    (or allocated, when None). Returns ``mask``.
+    With ``0 < zeros_per_block < block_rows*block_cols`` and some block pruned, ``mask`` (bool
+    H x W, contiguous rows) must already hold the keep-if-pruned map (written by
+    ``block_scores`` or ``write_in_block_keep``), which the kept blocks are OR-ed over (none
+    when every block is pruned); else it is overwritten (or allocated, when None). Returns
+    ``mask``.
     """
     n_rows, n_cols = x.shape
     block_rows, block_cols = block_shape
     partial = 0 < zeros_per_block < block_rows * block_cols
     if mask is None:
         mask = torch.empty(n_rows, n_cols, dtype=torch.bool, device=x.device)
-    if zeros_per_block == 0:
+    if zeros_per_block == 0 or (blocks.threshold is None and blocks.k == 0):  # nothing pruned
         return mask.fill_(True)
+    if partial and blocks.threshold is None:  # every block pruned: the mask is the in-block keep map
+        return mask
     # Blocks as words of the mask: the ties that stay kept are switched on after the rest, by
     # index (``PrunedBlocks.defer_kept_ties``: no running tie count). Each index is one block,
     # one word: filling it with 0x0101...01 sets all of the block's bools.
@@ -103,7 +106,8 @@ def block_mask(
     fused = (0 < k < blocks_total and blocks_total >= _config.FUSED_SELECTION_MIN_BLOCKS
              and not samples(blocks_total, policy))
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
-    in_block = (mask, zeros_per_block) if 0 < zeros_per_block < block_rows * block_cols else None
+    # The in-block keep map only where some block is pruned (at k = 0 the mask keeps everything).
+    in_block = (mask, zeros_per_block) if 0 < zeros_per_block < block_rows * block_cols and k > 0 else None
     scores, nonfinite_flag, high_histogram = block_scores(x, block_shape, norm, policy, high_histogram=fused,
                                                           in_block_keep=in_block, scale=scale)
     blocks = PrunedBlocks.select(scores, k, policy, high_histogram)
