@@ -36,6 +36,10 @@ FUSED_SELECTION_MIN_BLOCKS = 1 << 18
 # most of them).
 SAMPLE_SCORES = 1 << 15
 SAMPLE_EVERY = 256
+# At most one score in this many is gathered (a window normally holds 4.4% or less): a window
+# holding more (ties: runs of equal scores around the k-th) is left to the radix passes, so
+# the copy stays small.
+SAMPLE_WINDOW_MAX_SHARE = 8
 SAMPLE_MARGIN_SIGMAS = 4.0
 SAMPLED_SELECTION_MIN_BLOCKS = 1 << 17
 # Most scores for which ``torch.kthvalue`` on the score bits finds the threshold instead of

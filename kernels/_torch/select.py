@@ -176,7 +176,10 @@ def sampled_threshold(scores: torch.Tensor, k: int) -> Threshold | None:
     ``bits - lo``: both are in [0, 2**31), so the difference cannot overflow, and a value
     below ``lo`` wraps to above the span). When the k-th lies in the window, it is the
     ``k - below``-th smallest gathered score (``numpy.partition``), and every score equal to
-    it was gathered, so the tie counts are exact too."""
+    it was gathered, so the tie counts are exact too. A window holding more than one score in
+    ``SAMPLE_WINDOW_MAX_SHARE`` (wide runs of equal scores: a zeroed table, low-precision data)
+    is given up (None) as soon as it is seen, in the sample where it shows there: the radix
+    passes' cost does not depend on ties, a gathered copy and its partition would."""
     bits = scores.reshape(-1).view(torch.int32).numpy()
     n = bits.size
     m = max(_config.SAMPLE_SCORES, n // _config.SAMPLE_EVERY)
@@ -186,8 +189,12 @@ def sampled_threshold(scores: torch.Tensor, k: int) -> Threshold | None:
     # A window reaching past the sample's ends reaches the ends of the bits' range.
     lo = int(sample[rank - margin]) if rank - margin > 0 else 0
     hi = int(sample[rank + margin]) if rank + margin < m - 1 else 0x7FFFFFFF
+    # The sample's share inside the window estimates the scores' share: runs of ties there
+    # (equal values past the margin's indices) say the window would be too full. No pass made.
+    if (np.searchsorted(sample, hi, "right") - np.searchsorted(sample, lo, "left")) * _config.SAMPLE_WINDOW_MAX_SHARE > m:
+        return None
     span = np.uint32(hi - lo)
-    below, window = 0, []
+    below, window, gathered_so_far = 0, [], 0
     offsets = np.empty(min(n, _config.CHUNK_ELEMENTS), dtype=np.int32)
     for start in range(0, n, _config.CHUNK_ELEMENTS):
         chunk = bits[start : start + _config.CHUNK_ELEMENTS]
@@ -195,6 +202,9 @@ def sampled_threshold(scores: torch.Tensor, k: int) -> Threshold | None:
         np.subtract(chunk, np.int32(lo), out=offset)
         below += int(np.count_nonzero(offset < 0))
         window.append(chunk[offset.view(np.uint32) <= span])
+        gathered_so_far += window[-1].size
+        if gathered_so_far > n // _config.SAMPLE_WINDOW_MAX_SHARE:  # ties fill the window: leave it to the radix passes
+            return None
     gathered = np.concatenate(window)
     need = k - below  # the k-th overall is the need-th smallest gathered score
     if not 0 < need <= gathered.size:
@@ -253,20 +263,22 @@ class PrunedBlocks:
     def select(cls, scores: torch.Tensor, k: int, policy: Policy,
                high_histogram: torch.Tensor | None = None) -> PrunedBlocks:
         """The ``k`` lowest of ``scores`` (float32 >= 0, the block grid): by ``torch.kthvalue``
-        up to ``KTHVALUE_MAX_BLOCKS`` scores; else by the two 16-bit passes when the first
-        one's histogram (``high_histogram``, int64 (``HIGH_BINS``,)) was counted while scoring,
-        or by the compact digits."""
+        up to ``KTHVALUE_MAX_BLOCKS`` scores; else from a sample (``samples``), or by the two
+        16-bit passes when the first one's histogram (``high_histogram``, int64
+        (``HIGH_BINS``,)) was counted while scoring or a sample gave up (ties: two passes over
+        them beat three, with one fewer prefix gather), or by the compact digits."""
         if not 0 < k < scores.numel():
             return cls(scores, k, None, policy)
         if scores.numel() <= _config.KTHVALUE_MAX_BLOCKS:
             return cls(scores, k, kthvalue_threshold(scores, k), policy)
+        digits = COMPACT_DIGITS
         if samples(scores.numel(), policy):
             threshold = sampled_threshold(scores, k)
             if threshold is not None:
                 return cls(scores, k, threshold, policy)
-        if high_histogram is None:
-            return cls(scores, k, kth_smallest(scores, k, policy, None, COMPACT_DIGITS), policy)
-        return cls(scores, k, kth_smallest(scores, k, policy, high_histogram), policy)
+            digits = DIGITS
+        return cls(scores, k, kth_smallest(scores, k, policy, high_histogram, DIGITS if high_histogram is not None
+                                           else digits), policy)
 
     def defer_kept_ties(self) -> torch.Tensor | None:
         """Tie switch-back by index: where only some of the blocks tied at the threshold are

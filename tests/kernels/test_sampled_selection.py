@@ -11,7 +11,7 @@ import torch
 from blocksparsity import kernels
 from blocksparsity.kernels._common import Threshold
 from blocksparsity.kernels._torch import _config as torch_config
-from blocksparsity.kernels._torch import _policy
+from blocksparsity.kernels._torch import _policy, select
 from blocksparsity.kernels._torch.select import PrunedBlocks, kthvalue_threshold, sampled_threshold
 
 
@@ -38,6 +38,7 @@ def _same(a: Threshold, b: Threshold) -> bool:
 def small_sample(monkeypatch):
     monkeypatch.setattr(torch_config, "SAMPLE_SCORES", 256)
     monkeypatch.setattr(torch_config, "CHUNK_ELEMENTS", 1000)  # several chunks, a partial last one
+    monkeypatch.setattr(torch_config, "SAMPLE_WINDOW_MAX_SHARE", 1)  # a small sample's window is wide: no cap
 
 
 @pytest.mark.parametrize("kind", ["random", "ties", "equal", "ascending", "descending"])
@@ -50,6 +51,18 @@ def test_sampled_threshold_equals_kthvalue(kind, n, every, small_sample, monkeyp
         threshold = sampled_threshold(scores, k)
         assert threshold is not None, (kind, k)
         assert _same(threshold, kthvalue_threshold(scores, k)), (kind, k)
+
+
+def test_a_window_full_of_ties_is_given_up(small_sample, monkeypatch):
+    scores = _scores("equal", 4096, seed=0)
+    assert _same(sampled_threshold(scores, 2048), kthvalue_threshold(scores, 2048))  # no cap: exact
+    monkeypatch.setattr(torch_config, "SAMPLE_WINDOW_MAX_SHARE", 8)
+    assert sampled_threshold(scores, 2048) is None  # every score in the window: left to the radix passes
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(torch_config, "SAMPLED_SELECTION_MIN_BLOCKS", 1)
+        m.setattr(torch_config, "KTHVALUE_MAX_BLOCKS", 1)
+        blocks = PrunedBlocks.select(scores.reshape(64, 64), 2048, _policy.HOST_READS)
+    assert _same(blocks.threshold, kthvalue_threshold(scores, 2048))
 
 
 def test_a_sample_that_misses_the_kth_gives_none_and_the_selection_falls_back(small_sample):
@@ -75,6 +88,9 @@ def test_block_mask_with_sampling_equals_the_radix_path(kind, zeros_per_block, m
     monkeypatch.setattr(torch_config, "FUSED_SELECTION_MIN_BLOCKS", 1)
     monkeypatch.setattr(torch_config, "CHUNK_ELEMENTS", 4096)
     monkeypatch.setattr(torch_config, "SAMPLE_SCORES", 128)
+    monkeypatch.setattr(torch_config, "SAMPLE_WINDOW_MAX_SHARE", 1)
+    found = []  # what the sampled selection returned: it must have run (and, here, found the k-th)
+    monkeypatch.setattr(select, "sampled_threshold", lambda s, k: found.append(sampled_threshold(s, k)) or found[-1])
     g = torch.Generator().manual_seed(7)
     x = torch.randn(96, 200, generator=g) if kind != "ties" else torch.randint(-2, 3, (96, 200), generator=g).float()
     if kind == "fooled":  # the strided sample sees only near-zero blocks
@@ -85,3 +101,5 @@ def test_block_mask_with_sampling_equals_the_radix_path(kind, zeros_per_block, m
         masks[sampled] = [kernels.block_mask(x, level, (1, 4), zeros_per_block, backend="torch")
                           for level in (0.1, 0.5, 0.9)]
     assert all(torch.equal(a, b) for a, b in zip(masks[True], masks[False], strict=True))
+    assert len(found) == 3
+    assert all(t is not None for t in found) if kind != "fooled" else any(t is None for t in found)
