@@ -15,6 +15,7 @@ computed shard by shard with small collectives, returned as DTensors placed like
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from types import ModuleType
 from typing import NamedTuple
@@ -157,20 +158,23 @@ def _mask_call(x: object, sparsity_level: object, block_shape: object, zeros_per
     return _MaskCall(x, k, bs, min(zpb, bs[0] * bs[1]), norm, impl, s2)
 
 
+def _local_masks(call: _MaskCall, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keep-mask and non-finite flag of ``x``, a plain tensor (the request's data, or one
+    rank's shard of it) under the request's configuration."""
+    x2 = as_2d(x)
+    if x2.numel() == 0:
+        return torch.ones(x.shape, dtype=torch.bool, device=x.device), torch.zeros((), dtype=torch.bool)
+    mask, bad = call.impl.block_mask(x2, call.k, call.block_shape, call.zeros_per_block, call.norm,
+                                     **_scale_kw(call.scale))
+    return mask.reshape(x.shape), bad
+
+
 def _masks(call: _MaskCall) -> tuple[torch.Tensor, torch.Tensor]:
     """The keep-mask and non-finite flag of a request, sharded or not."""
-    def local(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x2 = as_2d(x)
-        if x2.numel() == 0:
-            return torch.ones(x.shape, dtype=torch.bool, device=x.device), torch.zeros((), dtype=torch.bool)
-        mask, bad = call.impl.block_mask(x2, call.k, call.block_shape, call.zeros_per_block, call.norm,
-                                         **_scale_kw(call.scale))
-        return mask.reshape(x.shape), bad
-
     if is_dtensor(call.x):
-        return _sharded().block_mask(call.x, call.k, call.block_shape, call.zeros_per_block, call.norm, call.impl, local,
-                                     scale=call.scale)
-    return local(call.x)
+        return _sharded().block_mask(call.x, call.k, call.block_shape, call.zeros_per_block, call.norm, call.impl,
+                                     functools.partial(_local_masks, call), scale=call.scale)
+    return _local_masks(call, call.x)
 
 
 @torch.no_grad()
@@ -218,8 +222,7 @@ def block_mask(
     or ``x*x``, computed chunk by chunk or tile by tile (no scaled copy of ``x``); every backend takes it,
     and DTensor data (a replicated scale of the whole tensor, or a DTensor scale placed like ``x``).
     """
-    mask, bad = block_mask_unchecked(x, sparsity_level, block_shape, zeros_per_block, norm, scale=scale,
-                                     backend=backend)
+    mask, bad = _masks(_mask_call(x, sparsity_level, block_shape, zeros_per_block, norm, backend, scale))
     raise_if_nonfinite(bad)
     return mask
 

@@ -46,9 +46,9 @@ def _rows(x: torch.Tensor, block_shape: tuple[int, int], fill: float) -> torch.T
     """``x`` (2-D) as (n_blocks, block_size): one row per block in flat block order, its
     elements in row-major order, partial blocks padded with ``fill``. A view where it can be."""
     (n_rows, n_cols), (block_rows, block_cols) = x.shape, block_shape
-    n_block_rows, n_block_cols = block_grid(x.shape, block_shape)
     if block_rows == 1 and n_cols % block_cols == 0:
-        return x.reshape(n_rows * n_block_cols, block_cols)
+        return x.reshape(n_rows * (n_cols // block_cols), block_cols)
+    n_block_rows, n_block_cols = block_grid(x.shape, block_shape)
     blocks = blocked(x, n_block_rows, n_block_cols, block_rows, block_cols, fill)
     return blocks.permute(0, 2, 1, 3).reshape(n_block_rows * n_block_cols, block_rows * block_cols)
 
@@ -77,16 +77,12 @@ def _unrows(rows: torch.Tensor, shape: tuple[int, int], block_shape: tuple[int, 
     """The inverse of ``_rows`` for one tensor's rows of a mask: bool ``shape``, contiguous, its
     own memory (``owned``: ``rows`` is already a contiguous buffer of its own)."""
     (n_rows, n_cols), (block_rows, block_cols) = shape, block_shape
-    n_block_rows, n_block_cols = block_grid(shape, block_shape)
     if block_rows == 1 and n_cols % block_cols == 0:
         mask = rows.reshape(n_rows, n_cols)
         return mask if owned and rows.is_contiguous() else mask.clone()
+    n_block_rows, n_block_cols = block_grid(shape, block_shape)
     grid = rows.reshape(n_block_rows, n_block_cols, block_rows, block_cols).permute(0, 2, 1, 3)
     return grid.reshape(n_block_rows * block_rows, n_block_cols * block_cols)[:n_rows, :n_cols].contiguous()
-
-
-def _partial(x: torch.Tensor, block_shape: tuple[int, int]) -> bool:
-    return x.shape[0] % block_shape[0] != 0 or x.shape[1] % block_shape[1] != 0
 
 
 def _kept_blocks(bits: np.ndarray, sizes: list[int], ks: list[int]) -> np.ndarray:
@@ -217,9 +213,10 @@ def block_masks(
         if scales is not None:  # t = float32(|x|) * float32(scale)
             magnitudes.mul_(_by_position(scales, block_shape, 0.0).float())
         magnitudes.abs_()  # |x| (or t) in float32: exact
-    partial = [_partial(x, block_shape) for x in xs]
     counts = valid = None
-    if any(partial):  # edge blocks divide by the elements inside; padding (0 in the sums) ranks last
+    # Partial edge blocks divide by the elements inside; padding (0 in the sums) ranks last.
+    if any(n_br * block_rows != x.shape[0] or n_bc * block_cols != x.shape[1]
+           for x, (n_br, n_bc) in zip(xs, grids, strict=True)):
         counts = torch.cat([
             (counts_inside(n_br, block_rows, x.shape[0], 0, x.device)[:, None]
              * counts_inside(n_bc, block_cols, x.shape[1], 0, x.device)).reshape(-1)
