@@ -191,7 +191,8 @@ def sampled_threshold(scores: torch.Tensor, k: int) -> Threshold | None:
     hi = int(sample[rank + margin]) if rank + margin < m - 1 else 0x7FFFFFFF
     # The sample's share inside the window estimates the scores' share: runs of ties there
     # (equal values past the margin's indices) say the window would be too full. No pass made.
-    if (np.searchsorted(sample, hi, "right") - np.searchsorted(sample, lo, "left")) * _config.SAMPLE_WINDOW_MAX_SHARE > m:
+    in_window = np.searchsorted(sample, hi, "right") - np.searchsorted(sample, lo, "left")
+    if in_window * _config.SAMPLE_WINDOW_MAX_SHARE > m:
         return None
     span = np.uint32(hi - lo)
     below, window, gathered_so_far = 0, [], 0
@@ -271,14 +272,13 @@ class PrunedBlocks:
             return cls(scores, k, None, policy)
         if scores.numel() <= _config.KTHVALUE_MAX_BLOCKS:
             return cls(scores, k, kthvalue_threshold(scores, k), policy)
-        digits = COMPACT_DIGITS
+        digits = COMPACT_DIGITS if high_histogram is None else DIGITS
         if samples(scores.numel(), policy):
             threshold = sampled_threshold(scores, k)
             if threshold is not None:
                 return cls(scores, k, threshold, policy)
             digits = DIGITS
-        return cls(scores, k, kth_smallest(scores, k, policy, high_histogram, DIGITS if high_histogram is not None
-                                           else digits), policy)
+        return cls(scores, k, kth_smallest(scores, k, policy, high_histogram, digits), policy)
 
     def defer_kept_ties(self) -> torch.Tensor | None:
         """Tie switch-back by index: where only some of the blocks tied at the threshold are

@@ -60,7 +60,6 @@ def _by_position(ts: list[torch.Tensor], block_shape: tuple[int, int], fill: flo
     return torch.cat([_rows(t, block_shape, fill).t() for t in ts], dim=1)
 
 
-
 def _host_magnitudes(xs: list[torch.Tensor], block_shape: tuple[int, int]) -> torch.Tensor:
     """``_by_position(xs, ...).abs()`` of float32 CPU tensors, by numpy: one ``abs`` per
     tensor, read through the transposed view and written into its columns (no ``cat`` copy
