@@ -19,6 +19,11 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
+try:  # optional: counts the zeros of CPU masks without a torch op per mask
+    import numpy as np
+except ImportError:  # pragma: no cover - numpy comes with every torch install we test
+    np = None
+
 from blocksparsity.kernels.validation import is_dtensor, local_tensor
 
 __all__ = ["assert_masks_agree", "count_zeros", "disagreeing_masks", "mask_fingerprint"]
@@ -102,11 +107,26 @@ def _zeros(mask: torch.Tensor) -> torch.Tensor:
     return mask.numel() - kept
 
 
+def _host_zeros(masks: Mapping[str, torch.Tensor]) -> list[int] | None:
+    """The zeros of each mask when every one is a plain bool tensor in CPU memory, counted by
+    numpy on the mask's own memory (no copy, no sync); else None. The torch ops (a sum per
+    mask, a stack, a read) cost several times more on small masks, which the callbacks count
+    at every mask update of in-place training."""
+    if np is None or not all(type(m) is torch.Tensor and m.dtype == torch.bool and m.device.type == "cpu"
+                             for m in masks.values()):
+        return None
+    return [m.numel() - int(np.count_nonzero(m.numpy())) for m in masks.values()]
+
+
 def count_zeros(masks: Mapping[str, torch.Tensor], group: dist.ProcessGroup | None = None) -> list[int]:
     """Zeros of each whole mask, one host sync: for DTensor masks the shards' counts summed
-    over the ranks of ``group`` (default: all) by one all-reduce, each shard counted once."""
+    over the ranks of ``group`` (default: all) by one all-reduce, each shard counted once;
+    plain bool CPU masks by numpy (``_host_zeros``)."""
     if not masks:
         return []
+    host = _host_zeros(masks)
+    if host is not None:
+        return host
     # numel - kept: no inverted copy of each mask (a non-bool mask counts nonzero as kept)
     local = [_zeros(local_tensor(m)) for m in masks.values()]
     counts = torch.stack([c.to(local[0].device) for c in local])

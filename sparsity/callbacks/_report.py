@@ -9,11 +9,6 @@ import torch
 
 from blocksparsity.distributed import count_zeros
 
-try:  # optional: counts the zeros of CPU masks without a torch op per mask
-    import numpy as np
-except ImportError:  # pragma: no cover - numpy comes with every torch install we test
-    np = None
-
 
 @dataclass
 class LayerSparsity:
@@ -29,29 +24,15 @@ class LayerSparsity:
 
 
 def measure(masks: dict[str, torch.Tensor], levels: dict[str, float]) -> list[LayerSparsity]:
-    """Zeros of every (whole) mask: plain bool CPU masks counted in place by numpy (see
-    ``host_zeros``); any other set counted on its device and fetched with one host sync
-    (sharded masks: their shards' counts summed by one all-reduce)."""
+    """Zeros of every (whole) mask (``count_zeros``: one host sync at most; sharded masks:
+    their shards' counts summed by one all-reduce)."""
     if not masks:
         return []
-    zeros = host_zeros(masks)
-    if zeros is None:
-        zeros = count_zeros(masks)
+    zeros = count_zeros(masks)
     return [
         LayerSparsity(n, tuple(m.shape), float(levels[n]), z, m.numel())
         for (n, m), z in zip(masks.items(), zeros, strict=True)
     ]
-
-
-def host_zeros(masks: dict[str, torch.Tensor]) -> list[int] | None:
-    """The zeros of each mask when every one is a plain bool tensor in CPU memory, counted by
-    numpy on the mask's own memory (no copy, no sync); else None. The same counts as
-    ``count_zeros``, whose torch ops (a sum per mask, a stack, a read) cost several times
-    more on small masks, at every mask update of in-place training."""
-    if np is None or not all(type(m) is torch.Tensor and m.dtype == torch.bool and m.device.type == "cpu"
-                             for m in masks.values()):
-        return None
-    return [m.numel() - int(np.count_nonzero(m.numpy())) for m in masks.values()]
 
 
 def overall(layers: list[LayerSparsity]) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from blocksparsity import CubicSLScheduler, DataNormSparsifier, TrainingAwareDataSparsity
+from blocksparsity import CubicSLScheduler, DataNormSparsifier, TrainingAwareDataSparsity, distributed
 from blocksparsity.callbacks import _report
 from blocksparsity.distributed import count_zeros
 
@@ -62,17 +62,22 @@ def test_gradients_of_a_copy_only_callback_are_left_alone():
     assert torch.equal(p.grad, grad)
 
 
-def test_zero_counts_of_plain_cpu_bool_masks_come_from_the_host_and_equal_count_zeros():
+def _torch_zeros(masks: dict[str, torch.Tensor]) -> list[int]:
+    return [int((m == 0).sum()) for m in masks.values()]
+
+
+def test_zero_counts_of_plain_cpu_bool_masks_come_from_the_host_and_equal_torchs():
     g = torch.Generator().manual_seed(0)
     masks = {"bool": torch.rand(37, 29, generator=g) > 0.4, "strided": (torch.rand(16, 16, generator=g) > 0.5)[::2, 1::3],
              "empty": torch.ones(0, 4, dtype=torch.bool), "none kept": torch.zeros(3, 7, dtype=torch.bool)}
-    assert _report.host_zeros(masks) == count_zeros(masks)
+    assert distributed._host_zeros(masks) == _torch_zeros(masks)
+    assert count_zeros(masks) == _torch_zeros(masks)
     layers = _report.measure(masks, dict.fromkeys(masks, 0.5))
-    assert [layer.zeros for layer in layers] == count_zeros(masks)
+    assert [layer.zeros for layer in layers] == _torch_zeros(masks)
 
 
-def test_zero_counts_of_other_masks_go_through_count_zeros():
+def test_zero_counts_of_other_masks_go_through_torch():
     masks = {"bool": torch.rand(4, 8) > 0.5, "int": torch.tensor([[0, 2], [1, 0]])}
-    assert _report.host_zeros(masks) is None
+    assert distributed._host_zeros(masks) is None
     assert [layer.zeros for layer in _report.measure(masks, dict.fromkeys(masks, 0.5))] == count_zeros(masks) == [
         int((masks["bool"] == 0).sum()), 2]
