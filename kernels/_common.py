@@ -79,6 +79,7 @@ class Threshold(NamedTuple):
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 PRUNE_ALL_BITS = 0x7FFFFFFF  # above +inf's bits: a threshold below which every score lies
+INF_BITS = 0x7F800000  # +inf's int32 bits: a float32 >= +0 is NaN or inf iff its bits are at least this
 # Scores are >= +0: their int32 bits order like their values, and the sign bit is clear.
 # (shift, bits) of each radix digit, most significant first, covering bits 0..30.
 # Two 16-bit passes (the torch backend's, the first counted while scoring; the high digit

@@ -6,9 +6,17 @@ from __future__ import annotations
 
 import torch
 
-from blocksparsity.kernels._common import Threshold, n_blocks
+from blocksparsity.kernels._common import INF_BITS, Threshold, n_blocks, nonfinite
 from blocksparsity.kernels._torch import _config, _policy, small
-from blocksparsity.kernels._torch._blocks import Chunk, block_words, broadcast_blocks, chunks, elements
+from blocksparsity.kernels._torch._blocks import (
+    Chunk,
+    abs_by_position,
+    block_words,
+    blocked,
+    broadcast_blocks,
+    chunks,
+    elements,
+)
 from blocksparsity.kernels._torch._policy import Policy
 from blocksparsity.kernels._torch.apply_mask import multiply
 from blocksparsity.kernels._torch.block_norm import block_scores
@@ -84,6 +92,35 @@ def keep_mask(
     return mask
 
 
+def every_block_pruned(x: torch.Tensor, block_shape: tuple[int, int], zeros_per_block: int, policy: Policy,
+                       mask: torch.Tensor) -> torch.Tensor:
+    """The keep-mask when every block is pruned, each keeping all but its ``zeros_per_block``
+    smallest |x| (``0 < zeros_per_block < block size``; level 1, as in 2:4): the in-block keep
+    map alone, written chunk by chunk into ``mask`` (bool H x W, contiguous); returns the
+    non-finite flag (0-dim bool). No block scores: with every block pruned they decide
+    nothing, and the flag comes from the |x| the ranks read (``x``: 2-D H x W
+    float16/bfloat16/float32, any strides)."""
+    n_rows, n_cols = x.shape
+    block_rows, block_cols = block_shape
+    nonfinite_flag = torch.zeros((), dtype=torch.bool, device=x.device)
+    for chunk in chunks(n_rows, n_cols, block_rows, block_cols):
+        x_chunk = elements(x, chunk, block_rows, block_cols)
+        if block_rows * block_cols > _config.PAIRWISE_RANK_MAX:  # sorted ranks, from float32
+            nonfinite_flag |= nonfinite(x_chunk)
+            write_in_block_keep((mask, zeros_per_block), x_chunk.float(), chunk, block_shape)
+            continue
+        # |x| by position, +0 in padding: a chunk holds a NaN or inf iff its largest bits do.
+        grid = (chunk.row_end - chunk.row_start, chunk.col_end - chunk.col_start, block_rows, block_cols)
+        laid_out = abs_by_position(blocked(x_chunk, *grid, 0.0), policy.host_reads)
+        largest = laid_out.view(torch.int32).amax()
+        if not policy.host_reads:
+            nonfinite_flag |= largest >= INF_BITS
+        elif largest.item() >= INF_BITS:  # read on the host: no tensor op for a finite chunk
+            nonfinite_flag.fill_(True)
+        write_in_block_keep((mask, zeros_per_block), x_chunk, chunk, block_shape, laid_out)
+    return nonfinite_flag
+
+
 def block_mask(
     x: torch.Tensor, k: int, block_shape: tuple[int, int], zeros_per_block: int, norm: str,
     *, policy: Policy | None = None, scale: torch.Tensor | None = None,
@@ -106,8 +143,11 @@ def block_mask(
     fused = (0 < k < blocks_total and blocks_total >= _config.FUSED_SELECTION_MIN_BLOCKS
              and not samples(blocks_total, policy))
     mask = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    partial = 0 < zeros_per_block < block_rows * block_cols
+    if partial and k == blocks_total and scale is None:
+        return mask, every_block_pruned(x, block_shape, zeros_per_block, policy, mask)
     # The in-block keep map only where some block is pruned (at k = 0 the mask keeps everything).
-    in_block = (mask, zeros_per_block) if 0 < zeros_per_block < block_rows * block_cols and k > 0 else None
+    in_block = (mask, zeros_per_block) if partial and k > 0 else None
     scores, nonfinite_flag, high_histogram = block_scores(x, block_shape, norm, policy, high_histogram=fused,
                                                           in_block_keep=in_block, scale=scale)
     blocks = PrunedBlocks.select(scores, k, policy, high_histogram)

@@ -8,6 +8,7 @@ histogram and write the in-block keep map (``ranks``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -65,16 +66,18 @@ def blocked_sums(blocks: torch.Tensor, policy: Policy) -> torch.Tensor:
     return rows[:, -1].reshape(n_block_rows, n_block_cols).contiguous()
 
 
-def nonfinite_chunk(x_chunk: torch.Tensor, sums: torch.Tensor, policy: Policy) -> torch.Tensor:
-    """``nonfinite(x_chunk)`` (0-dim bool), given the block sums (float32) of its |x| or x*x.
+def nonfinite_chunk(x_chunk: torch.Tensor, sums: torch.Tensor, policy: Policy) -> torch.Tensor | None:
+    """``nonfinite(x_chunk)`` (0-dim bool), given the block sums (float32) of its |x| or x*x;
+    or None where the chunk is proven finite (nothing to add to the flag).
 
-    Shortcut: a NaN or inf in the data makes its block's sum NaN or inf, so
-    ``isfinite(sums.amax())`` (a reduction 1/(block size) the size of the data) proves the
-    chunk finite; a sum can also overflow with finite data, so a non-finite sum leaves it to
-    the data itself. Reading the shortcut's answer needs ``policy.host_reads``; without it the
-    data is always checked (``nonfinite(x_chunk)``, the plain expression)."""
-    if policy.host_reads and bool(torch.isfinite(sums.amax())):
-        return torch.zeros((), dtype=torch.bool, device=x_chunk.device)
+    Shortcut: a NaN or inf in the data makes its block's sum NaN or inf, so a finite
+    ``sums.amax()`` (a reduction 1/(block size) the size of the data, read on the host as a
+    Python float: no further tensor op) proves the chunk finite; a sum can also overflow with
+    finite data, so a non-finite sum leaves it to the data itself. Reading the shortcut's
+    answer needs ``policy.host_reads``; without it the data is always checked
+    (``nonfinite(x_chunk)``, the plain expression)."""
+    if policy.host_reads and math.isfinite(sums.amax().item()):
+        return None
     return nonfinite(x_chunk)
 
 
@@ -238,7 +241,9 @@ def block_scores(
             sums, laid_out = _scaled_chunk_sums(chunk_f32, scratch, norm, grid, policy, by_position,
                                                 keep_t=in_block_keep is not None)
         chunk_scores = _chunk_means(sums, chunk, block_shape, (n_rows, n_cols), full, scores)
-        nonfinite_flag |= nonfinite_chunk(x_chunk, sums, policy)
+        chunk_flag = nonfinite_chunk(x_chunk, sums, policy)
+        if chunk_flag is not None:
+            nonfinite_flag |= chunk_flag
         if histogram is not None:
             _count_high_digits(histogram, chunk_scores, policy)
         if in_block_keep is not None:

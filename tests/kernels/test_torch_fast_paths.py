@@ -10,6 +10,7 @@ import torch
 from blocksparsity import kernels
 from blocksparsity.kernels import naive
 from blocksparsity.kernels._torch import _config as torch_config
+from blocksparsity.kernels._torch import _policy
 from blocksparsity.kernels._torch.apply_mask import multiply
 from blocksparsity.kernels._torch.select import indices_equal
 
@@ -105,3 +106,35 @@ def test_abs_by_position_on_the_host_equals_the_torch_planes(layout, block_shape
     assert torch.equal(host.view(torch.int32), planes.view(torch.int32))
     plain = torch.stack([p.float().abs() for p in blocks.permute(1, 3, 0, 2).reshape(-1, *host.shape[1:])])
     assert torch.equal(host.view(torch.int32), plain.view(torch.int32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(7, 13), (9, 30), (33, 40)])
+@pytest.mark.parametrize("block_shape, zpb", [((1, 4), 2), ((2, 3), 4), ((4, 4), 5), ((1, 17), 9)])
+@pytest.mark.parametrize("host_reads", [True, False])
+def test_every_block_pruned_needs_no_scores_and_still_flags_bad_data(dtype, shape, block_shape, zpb, host_reads,
+                                                                     monkeypatch):
+    """Level 1 with part of each block zeroed (2:4): the mask is the in-block keep map alone,
+    computed without block scores (``block_mask.every_block_pruned``). Naive's masks on random
+    and tie-heavy data, small chunks and partial edge blocks; a NaN or inf in any chunk,
+    the last (padded) one included, sets the flag (read on the host or not); finite data
+    whose x*x overflows does not."""
+    monkeypatch.setattr(torch_config, "CHUNK_ELEMENTS", 32)
+    monkeypatch.setattr(torch_config, "SMALL_MAX_ELEMENTS", 0)
+    g = torch.Generator().manual_seed(shape[1] * 10 + zpb)
+    with _policy.forced(_policy.HOST_READS if host_reads else _policy.SYNC_FREE):
+        for x in (torch.randn(shape, generator=g).to(dtype), torch.randint(-2, 3, shape, generator=g).to(dtype)):
+            for norm in ("L1", "L2"):
+                expected = naive.block_mask(x.float(), 1.0, block_shape, zpb, norm)
+                mask, flag = kernels.block_mask_unchecked(x, 1.0, block_shape, zpb, norm, backend="torch")
+                assert torch.equal(mask, expected)
+                assert not flag
+        big = torch.full(shape, torch.finfo(dtype).max / 2, dtype=dtype)  # x*x overflows; x is finite
+        assert not kernels.block_mask_unchecked(big, 1.0, block_shape, zpb, "L2", backend="torch")[1]
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            for row, col in ((0, 0), (shape[0] // 2, 1), (shape[0] - 1, shape[1] - 1)):
+                x = torch.randn(shape, generator=g).to(dtype)
+                x[row, col] = bad
+                assert kernels.block_mask_unchecked(x, 1.0, block_shape, zpb, backend="torch")[1], (bad, row, col)
+                with pytest.raises(ValueError, match="NaN or infinite"):
+                    kernels.sparsify(x, 1.0, block_shape, zpb, backend="torch")
